@@ -1,0 +1,3 @@
+from hicl_app.cli.main import main
+
+main()

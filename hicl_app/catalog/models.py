@@ -1,0 +1,157 @@
+"""SQLModel tables. Any change here needs an Alembic revision in migrations/versions/
+(tests/test_migrations.py fails on drift)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    """Aware UTC; SQLModel stores it as UTC and gives it back aware, on SQLite too."""
+    return datetime.now(timezone.utc)
+
+
+def _json(default=None):
+    factory = dict if default is None else default
+    return Field(default_factory=factory, sa_column=Column(JSON, nullable=False))
+
+
+class Task(SQLModel, table=True):
+    __tablename__ = "tasks"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    name: str = Field(index=True, unique=True)
+    source_path: str
+    source_sha256: str
+    source_format: str  # llava | vqa
+    images_dir: str
+    test_source_path: Optional[str] = None
+    test_source_sha256: Optional[str] = None
+    test_fraction: Optional[float] = None
+    split_seed: int = 0
+    n_train: int
+    n_test: int
+    scorer: str
+    data_dir: str  # workspace folder holding the normalised train.jsonl / test.jsonl
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Run(SQLModel, table=True):
+    __tablename__ = "runs"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    name: str = Field(index=True)
+    method: str
+    base_model: str
+    task_order: list = _json(list)
+    config: dict = _json()
+    env: dict = _json()
+    status: str = Field(default="queued", index=True)
+    error: Optional[str] = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: Optional[datetime] = None
+    finished_at: Optional[datetime] = None
+
+
+class Stage(SQLModel, table=True):
+    __tablename__ = "stages"
+    __table_args__ = (UniqueConstraint("run_id", "index", name="uq_stages_run_index"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="runs.id", index=True, ondelete="CASCADE")
+    index: int
+    train_tasks: list = _json(list)
+    status: str = Field(default="queued")
+    steps: Optional[int] = None
+    train_samples: Optional[int] = None
+    error: Optional[str] = Field(default=None, sa_column=Column(Text))
+    started_at: Optional[datetime] = None
+    finished_at: Optional[datetime] = None
+
+
+class Adapter(SQLModel, table=True):
+    __tablename__ = "adapters"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="runs.id", index=True, ondelete="CASCADE")
+    stage_id: int = Field(foreign_key="stages.id", index=True, ondelete="CASCADE")
+    kind: str = "peft"
+    path: str
+    sha256: str  # of adapter_model.safetensors
+    size_bytes: int
+    files: dict = _json()  # relative path -> sha256, every file of the stage's state
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Score(SQLModel, table=True):
+    """One cell of the accuracy matrix: R[stage_index][task]. stage_index -1 = base model."""
+
+    __tablename__ = "scores"
+    __table_args__ = (UniqueConstraint("run_id", "stage_index", "task_name", name="uq_scores_cell"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="runs.id", index=True, ondelete="CASCADE")
+    stage_index: int
+    task_name: str
+    score: float
+    n: int
+    scorer: str
+    predictions_path: Optional[str] = None
+    details: dict = _json()
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class CurvePoint(SQLModel, table=True):
+    """A training-curve point (loss, learning rate, ...) of one stage."""
+
+    __tablename__ = "curve_points"
+    __table_args__ = (Index("ix_curve_points_run_stage", "run_id", "stage_index", "name"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="runs.id", ondelete="CASCADE")
+    stage_index: int
+    name: str
+    step: int
+    value: float
+
+
+class Job(SQLModel, table=True):
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_status_id", "status", "id"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    kind: str = "stage"
+    run_id: Optional[int] = Field(default=None, foreign_key="runs.id", index=True, ondelete="CASCADE")
+    stage_id: Optional[int] = Field(default=None, foreign_key="stages.id", ondelete="CASCADE")
+    depends_on: Optional[int] = Field(default=None, foreign_key="jobs.id", ondelete="SET NULL")
+    status: str = "queued"  # queued | running | done | failed | cancelled
+    attempts: int = 0
+    max_attempts: int = 3
+    lease_owner: Optional[str] = None
+    lease_expires_at: Optional[datetime] = None
+    heartbeat_at: Optional[datetime] = None
+    cancel_requested: bool = False
+    payload: dict = _json()
+    progress: dict = _json()
+    error: Optional[str] = Field(default=None, sa_column=Column(Text))
+    traceback: Optional[str] = Field(default=None, sa_column=Column(Text))
+    log_path: Optional[str] = None
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: Optional[datetime] = None
+    finished_at: Optional[datetime] = None
+
+
+class Event(SQLModel, table=True):
+    __tablename__ = "events"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    ts: datetime = Field(default_factory=utcnow, index=True)
+    run_id: Optional[int] = Field(default=None, foreign_key="runs.id", index=True, ondelete="CASCADE")
+    job_id: Optional[int] = Field(default=None, foreign_key="jobs.id", ondelete="SET NULL")
+    level: str = "info"
+    message: str = Field(sa_column=Column(Text, nullable=False))
+    data: dict[str, Any] = _json()

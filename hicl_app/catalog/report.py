@@ -1,0 +1,45 @@
+"""Plain dicts describing runs for the faces (CLI --json, TUI): one place that reads a run whole."""
+
+from __future__ import annotations
+
+from sqlmodel import Session
+
+from ..engine import clmetrics
+from .models import Run
+from .runs import accuracy_matrix, adapters_of, jobs_of, stages_of
+
+
+def run_metrics(session: Session, run: Run) -> tuple[list[str], list, list | None, dict]:
+    names, matrix, zero = accuracy_matrix(session, run)
+    rows = list(matrix)
+    while rows and all(v is None for v in rows[-1]):  # stages not evaluated yet
+        rows.pop()
+    return names, matrix, zero, clmetrics.compute(rows, zero)
+
+
+def run_summary(session: Session, run: Run) -> dict:
+    stages = stages_of(session, run.id)
+    _, _, _, metrics = run_metrics(session, run)
+    return {"id": run.id, "name": run.name, "method": run.method, "status": run.status,
+            "stages": len(stages), "stages_done": sum(st.status == "done" for st in stages),
+            "created_at": run.created_at, "metrics": metrics}
+
+
+def run_detail(session: Session, run: Run) -> dict:
+    names, matrix, zero, metrics = run_metrics(session, run)
+    jobs = {j.stage_id: j for j in jobs_of(session, run.id)}
+    stages = []
+    for st in stages_of(session, run.id):
+        job = jobs.get(st.id)
+        p = job.progress if job else {}
+        stages.append({"index": st.index, "train_tasks": st.train_tasks, "status": st.status, "steps": st.steps,
+                       "job_id": job.id if job else None, "job_status": job.status if job else None,
+                       "progress": f"{p.get('step', 0)}/{p.get('total', '?')}" if p else "",
+                       "error": st.error})
+    index_of = {st.id: st.index for st in stages_of(session, run.id)}
+    adapters = [{"stage_index": index_of.get(a.stage_id), "path": a.path, "sha256": a.sha256,
+                 "size_bytes": a.size_bytes, "files": a.files} for a in adapters_of(session, run.id)]
+    return {"id": run.id, "name": run.name, "method": run.method, "base_model": run.base_model,
+            "status": run.status, "error": run.error, "task_order": names, "config": run.config, "env": run.env,
+            "created_at": run.created_at, "started_at": run.started_at, "finished_at": run.finished_at,
+            "stages": stages, "adapters": adapters, "matrix": matrix, "zero_shot": zero, "metrics": metrics}

@@ -1,0 +1,26 @@
+"""What every command shares: the resolved workspace and a lazily opened catalog."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import click
+
+from ..settings import Settings
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    _catalog: object = field(default=None, repr=False)
+
+    @property
+    def catalog(self):
+        if self._catalog is None:
+            from ..catalog.db import Catalog
+
+            self._catalog = Catalog(self.settings)
+        return self._catalog
+
+
+pass_app = click.make_pass_decorator(AppContext)

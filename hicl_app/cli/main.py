@@ -1,0 +1,56 @@
+"""The `hicl` command. Imports nothing heavy: each command imports what it needs when it runs."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .. import __version__
+from ..errors import HiclError
+from ..settings import Settings
+from .context import AppContext
+
+
+class HiclGroup(click.Group):
+    """Turns a HiclError into a clear message on stderr and its named exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except HiclError as exc:
+            click.echo(f"error: {exc.render()}", err=True)
+            ctx.exit(exc.exit_code)
+
+
+@click.group(cls=HiclGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "-V", "--version", prog_name="hicl")
+@click.option("--home", type=click.Path(file_okay=False), envvar="HICL_HOME",
+              help="Workspace folder (default ~/.hicl; env HICL_HOME). HICL_DB_URL overrides the catalog URL.")
+@click.pass_context
+def cli(ctx: click.Context, home: str | None) -> None:
+    """Continual instruction tuning of multimodal LLMs: tasks, runs, metrics, adapters.
+
+    \b
+    Exit codes: 0 ok, 1 failure, 2 usage, 3 invalid input, 4 not found, 5 conflict.
+    """
+    ctx.obj = AppContext(Settings.resolve(home))
+
+
+def _register() -> None:
+    from . import metrics, runs, tasks, workspace, worker
+
+    for module in (workspace, tasks, runs, metrics, worker):
+        for command in module.COMMANDS:
+            cli.add_command(command)
+
+
+_register()
+
+
+def main() -> None:
+    cli.main(prog_name="hicl")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""Run commands: run start, runs, run show."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..errors import InvalidInput
+from .context import AppContext, pass_app
+from .output import emit_json, fmt_num, info, table
+
+
+def _parse_options(pairs: tuple[str, ...]) -> dict:
+    """`-o key=value` method options; values parsed as JSON where they parse, else kept as text."""
+    import json
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InvalidInput(f"bad method option {pair!r}", hint="write -o KEY=VALUE, e.g. -o fusion=sum")
+        try:
+            out[key.replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.replace("-", "_")] = value
+    return out
+
+
+@click.group("run")
+def run() -> None:
+    """Start or inspect one continual run."""
+
+
+@run.command("start")
+@click.option("--method", required=True, help="seq-lora | joint (see `hicl run methods`).")
+@click.option("--tasks", "task_list", required=True, help="Comma-separated task names, in training order.")
+@click.option("--base", required=True, help="Base model: a local folder or a hub id (image-text-to-text).")
+@click.option("--name", help="A name for the run (default: method + tasks).")
+@click.option("--rank", type=int, default=8, show_default=True, help="LoRA rank.")
+@click.option("--alpha", type=float, help="LoRA alpha (default 2 x rank).")
+@click.option("--lr", type=float, default=2e-4, show_default=True)
+@click.option("--epochs", type=float, default=1.0, show_default=True)
+@click.option("--max-steps", type=int, help="Optimizer steps per stage (overrides --epochs).")
+@click.option("--batch-size", type=int, default=8, show_default=True)
+@click.option("--grad-accum", type=int, default=1, show_default=True)
+@click.option("--warmup-ratio", type=float, default=0.03, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--checkpoint-every", type=int, default=50, show_default=True, help="Steps between checkpoints.")
+@click.option("--eval-batch-size", type=int, default=32, show_default=True)
+@click.option("--max-new-tokens", type=int, default=32, show_default=True)
+@click.option("--eval-all", is_flag=True, help="Evaluate every task after every stage (forward transfer).")
+@click.option("--device", help="cuda, cpu, cuda:1 ... (default: CUDA if available).")
+@click.option("--dtype", type=click.Choice(["bf16", "fp16", "fp32"]), help="Default: bf16 on CUDA, fp32 on CPU.")
+@click.option("-o", "--option", "options", multiple=True, help="Method option KEY=VALUE (repeatable).")
+@click.option("--wait", is_flag=True, help="Run the stages here, in the foreground, until the run ends.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_app
+def run_start(app: AppContext, method, task_list, base, name, rank, alpha, lr, epochs, max_steps, batch_size,
+              grad_accum, warmup_ratio, seed, checkpoint_every, eval_batch_size, max_new_tokens, eval_all,
+              device, dtype, options, wait, as_json) -> None:
+    """Record a run and queue one job per stage; prints the run id."""
+    from ..catalog.launch import start_run
+
+    config = {
+        "train": {"rank": rank, "alpha": alpha if alpha is not None else 2.0 * rank, "lr": lr, "epochs": epochs,
+                  "max_steps": max_steps, "batch_size": batch_size, "grad_accum": grad_accum,
+                  "warmup_ratio": warmup_ratio, "seed": seed, "checkpoint_every": checkpoint_every},
+        "eval": {"batch_size": eval_batch_size, "max_new_tokens": max_new_tokens},
+        "model": {k: v for k, v in {"device": device, "dtype": dtype}.items() if v},
+        "method_options": _parse_options(options),
+        "eval_all": eval_all,
+    }
+    tasks = [t.strip() for t in task_list.split(",") if t.strip()]
+    run_row = start_run(app.catalog, method=method, tasks=tasks, base=base, name=name, config=config)
+    if as_json and not wait:
+        emit_json({"run_id": run_row.id, "name": run_row.name, "status": run_row.status})
+    elif not as_json:
+        click.echo(run_row.id)
+        info(f"run {run_row.id} ({run_row.name}) queued; `hicl worker` runs it, `hicl run show {run_row.id}` follows it")
+    if wait:
+        status = wait_for_run(app, run_row.id)
+        if as_json:
+            emit_json({"run_id": run_row.id, "name": run_row.name, "status": status})
+        if status != "completed":
+            sys.exit(1)
+
+
+def wait_for_run(app: AppContext, run_id: int) -> str:
+    """Run the run's jobs in this process, with a one-line progress display on a terminal."""
+    from ..catalog import queue
+    from ..catalog.models import Run
+    from ..worker.loop import Worker
+
+    tty = sys.stderr.isatty()
+
+    def on_progress(stage, p):
+        if not tty:
+            return
+        total = p.get("total") or 0
+        step = p.get("step") or 0
+        width = 24
+        filled = int(width * step / total) if total else 0
+        eta = p.get("eta_s")
+        line = (f"\rstage {stage.index} [{'#' * filled}{'.' * (width - filled)}] {step}/{total} "
+                f"loss {fmt_num(p.get('loss'), 3)} {fmt_num(p.get('samples_per_s'), 1)} samples/s"
+                f"{f' eta {eta:.0f}s' if eta is not None else ''}")
+        click.echo(line.ljust(90), err=True, nl=False)
+
+    def on_job(job):
+        if tty:
+            click.echo("", err=True)
+        info(f"job {job.id}: run {job.run_id} stage {job.payload.get('stage_index')}")
+
+    worker = Worker(app.catalog, on_progress=on_progress, on_job=on_job, poll=0.5)
+    worker.run(until=lambda: queue.runnable_jobs(app.catalog, run_id) == 0)
+    if tty:
+        click.echo("", err=True)
+    with app.catalog.session() as s:
+        r = s.get(Run, run_id)
+        if r.status != "completed" and r.error:
+            info(f"run {run_id} {r.status}: {r.error}")
+        return r.status
+
+
+@click.command("runs")
+@click.option("--json", "as_json", is_flag=True)
+@pass_app
+def runs(app: AppContext, as_json: bool) -> None:
+    """List runs, newest first, with their stage progress and Avg/Last so far."""
+    from ..catalog.report import run_summary
+    from ..catalog.runs import list_runs
+
+    with app.catalog.session() as s:
+        rows = [run_summary(s, r) for r in list_runs(s)]
+    if as_json:
+        emit_json(rows)
+        return
+    if not rows:
+        info("no runs yet: `hicl run start --method seq-lora --tasks A,B --base MODEL`")
+        return
+    click.echo(table(["id", "name", "method", "stages", "status", "avg", "last"],
+                     [[r["id"], r["name"], r["method"], f"{r['stages_done']}/{r['stages']}", r["status"],
+                       r["metrics"]["avg"], r["metrics"]["last"]] for r in rows]))
+
+
+@run.command("show")
+@click.argument("run_ref")
+@click.option("--json", "as_json", is_flag=True)
+@pass_app
+def run_show(app: AppContext, run_ref: str, as_json: bool) -> None:
+    """Stages, jobs, adapters, the accuracy matrix and the metrics of a run."""
+    from ..catalog.report import run_detail
+    from ..engine.clmetrics import format_table
+
+    with app.catalog.session() as s:
+        from ..catalog.runs import get_run
+
+        data = run_detail(s, get_run(s, run_ref))
+    if as_json:
+        emit_json(data)
+        return
+    click.echo(f"run {data['id']} {data['name']}: {data['method']} on {data['base_model']} — {data['status']}")
+    if data["error"]:
+        click.echo(f"error: {data['error']}")
+    click.echo(f"tasks: {' → '.join(data['task_order'])}\n")
+    click.echo(table(["stage", "trains on", "status", "steps", "progress"],
+                     [[st["index"], ",".join(st["train_tasks"]), st["status"], st["steps"], st["progress"]]
+                      for st in data["stages"]]))
+    if data["adapters"]:
+        click.echo("")
+        click.echo(table(["stage", "adapter", "size", "sha256"],
+                         [[a["stage_index"], a["path"], _size(a["size_bytes"]), a["sha256"][:16]] for a in data["adapters"]]))
+    click.echo("\naccuracy matrix (row = after training stage, column = task):")
+    click.echo(format_table(data["task_order"], data["matrix"]))
+    click.echo("")
+    click.echo(_metrics_line(data["metrics"]))
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _metrics_line(m: dict) -> str:
+    keys = [("mft", "MFT"), ("last", "Last"), ("avg", "Avg"), ("bwt", "BWT"), ("forgetting", "Forgetting"), ("fwt", "FWT")]
+    return "  ".join(f"{label} {fmt_num(m.get(k))}" for k, label in keys if k != "fwt" or m.get(k) is not None)
+
+
+COMMANDS = [run, runs]
