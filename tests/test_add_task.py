@@ -1,0 +1,145 @@
+"""`hicl add-task`: valid files become tasks; every kind of bad input is reported and changes nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import write_images, write_jsonl
+from hicl_app.errors import EXIT_CONFLICT, EXIT_INVALID_INPUT
+
+
+def _snapshot(home: Path):
+    """The catalog's rows and the workspace's task folders, to prove a failure changed nothing."""
+    import sqlite3
+
+    db = home / "hicl.db"
+    rows = []
+    if db.exists():
+        with sqlite3.connect(db) as conn:
+            rows = conn.execute("SELECT name, n_train, n_test FROM tasks ORDER BY id").fetchall()
+    files = sorted(str(p.relative_to(home)) for p in (home / "tasks").rglob("*")) if (home / "tasks").exists() else []
+    return rows, files
+
+
+def test_add_llava_jsonl(cli, home, llava_file):
+    res = cli("add-task", llava_file, "--test-fraction", "0.2", "--json")
+    assert res.exit_code == 0, res.output
+    task = json.loads(res.stdout)
+    assert (task["name"], task["n_train"], task["n_test"], task["source_format"]) == ("colour", 8, 2, "llava")
+    assert len(task["source_sha256"]) == 64
+    recs = [json.loads(line) for line in (home / "tasks" / "colour" / "train.jsonl").read_text().splitlines()]
+    assert recs[0]["question"] == "What colour is it?" and recs[0]["answer"] == "blue"
+    assert Path(recs[0]["image"]).is_absolute() and Path(recs[0]["image"]).is_file()
+
+
+def test_add_vqa_json_list_with_separate_test_and_images_dir(cli, tmp_path):
+    names = write_images(tmp_path / "pics" / "img", 6)
+    recs = [{"image": n, "question": f"How many? {i}", "answer": str(i)} for i, n in enumerate(names)]
+    train = tmp_path / "ann" / "count.json"
+    train.parent.mkdir()
+    train.write_text(json.dumps(recs[:4]))
+    test = write_jsonl(tmp_path / "ann" / "count_test.jsonl", recs[4:])
+    res = cli("add-task", train, "--test", test, "--images", tmp_path / "pics", "--scorer", "relaxed", "--json")
+    assert res.exit_code == 0, res.output
+    task = json.loads(res.stdout)
+    assert (task["n_train"], task["n_test"], task["scorer"], task["source_format"]) == (4, 2, "relaxed", "vqa")
+    listed = json.loads(cli("tasks", "--json").stdout)
+    assert [t["name"] for t in listed] == ["count"]
+
+
+def test_split_is_deterministic(cli, home, llava_file, tmp_path):
+    cli("add-task", llava_file, "--name", "a", "--seed", "7")
+    cli("add-task", llava_file, "--name", "b", "--seed", "7")
+    a = (home / "tasks" / "a" / "test.jsonl").read_text()
+    assert a == (home / "tasks" / "b" / "test.jsonl").read_text()
+
+
+def test_scorer_guess(cli, tmp_path):
+    names = write_images(tmp_path / "img", 4)
+    recs = [{"image": n, "question": "Which?", "answer": "B"} for n in names]
+    res = cli("add-task", write_jsonl(tmp_path / "mc.jsonl", recs), "--json")
+    assert json.loads(res.stdout)["scorer"] == "choice"
+
+
+BAD_CASES = {
+    "bad_json": ('{"image": "img/0.png", "question": "q", "answer": "a"}\n{oops\n', ":2: bad JSON"),
+    "empty": ("", "the file is empty"),
+    "missing_field": ('{"image": "img/0.png", "question": "q"}\n', "'answer' must be a non-empty string"),
+    "wrong_type": ('{"image": 5, "question": "q", "answer": "a"}\n', "'image' must be a non-empty string"),
+    "no_answer": ('{"image": "img/0.png", "conversations": [{"from": "human", "value": "<image>\\nq"}]}\n',
+                  "ends without an answer"),
+    "missing_image": ('{"image": "img/404.png", "question": "q", "answer": "a"}\n', "file not found"),
+    "not_an_image": ('{"image": "img/fake.png", "question": "q", "answer": "a"}\n', "does not open as an image"),
+    "escape_dotdot": ('{"image": "../outside.png", "question": "q", "answer": "a"}\n', "outside the image folder"),
+    "escape_absolute": ('{"image": "/etc/hostname", "question": "q", "answer": "a"}\n', "outside the image folder"),
+    "neither_format": ('{"image": "img/0.png", "text": "hello"}\n', "neither 'conversations'"),
+    "not_object": ('[1, 2]\n', "expected a JSON object"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CASES))
+def test_bad_input_is_reported_and_changes_nothing(cli, home, tmp_path, llava_file, case):
+    cli("add-task", llava_file)  # a task already there must survive untouched
+    before = _snapshot(home)
+    write_images(tmp_path / "img", 1)
+    (tmp_path / "img" / "fake.png").write_text("not a png")
+    (tmp_path / "outside.png").write_bytes((tmp_path / "img" / "0.png").read_bytes())
+    content, expected = BAD_CASES[case]
+    bad = tmp_path / f"{case}.jsonl"
+    bad.write_text(content, encoding="utf-8")
+    res = cli("add-task", bad)
+    assert res.exit_code == EXIT_INVALID_INPUT, res.output
+    assert expected in res.stderr and str(bad) in res.stderr
+    assert res.stdout == ""
+    assert _snapshot(home) == before
+
+
+def test_non_utf8_names_the_line(cli, home, tmp_path):
+    write_images(tmp_path / "img", 1)
+    bad = tmp_path / "latin1.jsonl"
+    bad.write_bytes(b'{"image": "img/0.png", "question": "q", "answer": "a"}\n'
+                    b'{"image": "img/0.png", "question": "caf\xe9", "answer": "a"}\n')
+    res = cli("add-task", bad)
+    assert res.exit_code == EXIT_INVALID_INPUT
+    assert f"{bad}:2: not UTF-8" in res.stderr
+    assert _snapshot(home) == ([], [])
+
+
+def test_problems_are_collected_up_to_twenty(cli, tmp_path):
+    write_images(tmp_path / "img", 1)
+    lines = ['{"image": "img/missing%d.png", "question": "q", "answer": "a"}' % i for i in range(25)]
+    bad = tmp_path / "many.jsonl"
+    bad.write_text("\n".join(lines) + "\n")
+    res = cli("add-task", bad)
+    assert "25 problem(s)" in res.stderr
+    assert res.stderr.count("file not found") == 20
+    assert "and 5 more" in res.stderr
+
+
+def test_duplicate_task_name_conflicts(cli, home, llava_file):
+    assert cli("add-task", llava_file).exit_code == 0
+    before = _snapshot(home)
+    res = cli("add-task", llava_file)
+    assert res.exit_code == EXIT_CONFLICT and "already exists" in res.stderr
+    assert _snapshot(home) == before
+
+
+def test_duplicate_ids_rejected(cli, home, tmp_path):
+    names = write_images(tmp_path / "img", 2)
+    recs = [{"id": 1, "image": n, "question": "q", "answer": "a"} for n in names]
+    res = cli("add-task", write_jsonl(tmp_path / "dup.jsonl", recs))
+    assert res.exit_code == EXIT_INVALID_INPUT and "duplicate id '1'" in res.stderr
+
+
+def test_show_and_rm(cli, home, llava_file):
+    cli("add-task", llava_file, "--name", "c1")
+    shown = json.loads(cli("task", "show", "c1", "--json").stdout)
+    assert shown["name"] == "c1" and shown["n_train"] + shown["n_test"] == 10
+    assert cli("task", "rm", "c1").exit_code == 0
+    assert json.loads(cli("tasks", "--json").stdout) == []
+    assert not (home / "tasks" / "c1").exists()
+    res = cli("task", "show", "c1")
+    assert res.exit_code == 4 and "no task named 'c1'" in res.stderr
