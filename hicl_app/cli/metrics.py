@@ -28,6 +28,8 @@ def metrics(app: AppContext, run_ref: str | None, matrix_file: str | None, as_js
             names, matrix = clmetrics.read_csv(matrix_file)
         except ValueError as exc:
             raise InvalidInput(f"{matrix_file}: {exc}") from None
+        if not matrix:
+            raise InvalidInput(f"{matrix_file}: no rows of scores", hint="row t holds the scores after task t")
         names = names or [f"task{j + 1}" for j in range(max((len(r) for r in matrix), default=0))]
         result = clmetrics.compute(matrix)
     else:
