@@ -85,7 +85,11 @@ def staging_dir(final: str | os.PathLike) -> Path:
     """A fresh temporary folder beside `final`, for `publish_dir` later."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".staging", dir=final.parent))
+    staged = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".staging", dir=final.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    staged.chmod(0o777 & ~umask)  # mkdtemp makes it 0700; a published folder gets normal permissions
+    return staged
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -1,0 +1,29 @@
+"""Engine failures a user can act on, and the cooperative-stop signal.
+
+`EngineError` derives from the project's `HiclError` so the CLI renders it like any other user
+error (message + hint); the engine stays free of any CLI import because `hicl_app.errors` is
+pure Python.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import HiclError
+
+
+class EngineError(HiclError):
+    """A model, data or checkpoint problem; the message says what and where."""
+
+
+class Stopped(Exception):
+    """Training stopped on request at a step boundary, after writing a checkpoint.
+
+    Not an error: the worker catches it and later calls `run_stage` again to resume from
+    `checkpoint` (None only if stopping happened before the first step of a fresh run).
+    """
+
+    def __init__(self, step: int, checkpoint: Path | None):
+        super().__init__(f"stopped at step {step}" + (f"; checkpoint in {checkpoint}" if checkpoint else ""))
+        self.step = step
+        self.checkpoint = checkpoint

@@ -1,0 +1,60 @@
+"""The plain records that cross the worker/engine boundary: what a stage is and what it gave.
+
+Pure Python (no torch import), so the worker and catalog can build specs and read results
+without loading the ML stack; `pipeline` re-exports these names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import EvalConfig, ModelConfig, TrainConfig
+
+
+@dataclass
+class TaskData:
+    """One task's normalised JSONL files and the scorer for its answers."""
+
+    name: str
+    train_path: Path
+    test_path: Path
+    scorer: str = "exact"
+
+    def __post_init__(self) -> None:
+        self.train_path, self.test_path = Path(self.train_path), Path(self.test_path)
+
+
+@dataclass
+class StageSpec:
+    """Everything one stage needs. `train_tasks` is this stage's slice of `Method.plan`."""
+
+    method: str
+    method_options: dict[str, Any]
+    stage_index: int
+    n_stages: int
+    train_tasks: list[TaskData]
+    eval_tasks: list[TaskData]
+    model: ModelConfig
+    train: TrainConfig
+    eval: EvalConfig
+    stage_dir: Path
+    prev_stage_dir: Path | None
+    checkpoint_dir: Path
+
+    def __post_init__(self) -> None:
+        self.stage_dir, self.checkpoint_dir = Path(self.stage_dir), Path(self.checkpoint_dir)
+        self.prev_stage_dir = Path(self.prev_stage_dir) if self.prev_stage_dir is not None else None
+
+
+@dataclass
+class StageResult:
+    """What a finished stage produced. `files` maps paths relative to the stage folder to sha256."""
+
+    adapter_dir: Path
+    files: dict[str, str]
+    scores: dict[str, dict[str, Any]]
+    train_samples: int
+    steps: int
+    env: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,199 @@
+"""The optimisation loop shared by every method: whatever `requires_grad` is what trains.
+
+Deterministic by construction so that a stopped-and-resumed stage follows the same trajectory
+as an uninterrupted one: the sample order of every epoch derives from (seed, epoch) alone, the
+data position is a micro-batch counter, the learning rate is a pure function of the step, and
+checkpoints carry optimizer and RNG state (dropout masks depend on the torch RNG).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .checkpoint import latest_checkpoint, load_checkpoint, restore_rng, save_checkpoint
+from .config import TrainConfig, to_dict
+from .data import IGNORE_INDEX, Encoder, collate
+from .errors import EngineError, Stopped
+
+EventFn = Callable[[dict], None]
+StopFn = Callable[[], bool]
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    samples: int
+    final_loss: float | None
+    resumed_from: int | None
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Where every optimizer step takes its samples from, and its learning rate."""
+
+    n_samples: int
+    cfg: TrainConfig
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return math.ceil(self.n_samples / self.cfg.batch_size)
+
+    @property
+    def total_micro(self) -> int:
+        if self.cfg.max_steps is not None:
+            return self.cfg.max_steps * self.cfg.grad_accum
+        return self.cfg.epochs * self.batches_per_epoch
+
+    @property
+    def total_steps(self) -> int:
+        return math.ceil(self.total_micro / self.cfg.grad_accum)
+
+    @property
+    def warmup_steps(self) -> int:
+        return math.ceil(self.cfg.warmup_ratio * self.total_steps)
+
+    def epoch_order(self, epoch: int) -> list[int]:
+        order = list(range(self.n_samples))
+        random.Random(f"hicl-order:{self.cfg.seed}:{epoch}").shuffle(order)
+        return order
+
+    def micro_batches(self, step: int) -> list[tuple[int, int]]:
+        """(epoch, batch index within the epoch) of each micro-batch of optimizer step `step`."""
+        ga = self.cfg.grad_accum
+        return [divmod(m, self.batches_per_epoch)
+                for m in range(step * ga, min((step + 1) * ga, self.total_micro))]
+
+    def lr(self, step: int) -> float:
+        """Linear warm-up, then cosine decay to zero (the LLaVA / HiDe-LLaVA recipe)."""
+        warm = self.warmup_steps
+        if step < warm:
+            return self.cfg.lr * (step + 1) / warm
+        progress = (step - warm) / max(1, self.total_steps - warm)
+        return self.cfg.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def _to_device(batch: dict[str, torch.Tensor], device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    return {k: (v.to(device, dtype) if v.is_floating_point() else v.to(device)) for k, v in batch.items()}
+
+
+def token_loss_sum(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Summed next-token cross-entropy over labelled positions (divide by the token count).
+
+    Computed here rather than by the model so that gradient accumulation can normalise by the
+    tokens of the whole optimizer step, and only labelled positions are upcast to float32.
+    """
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    logits = model(**inputs, use_cache=False).logits[:, :-1]
+    labels = batch["labels"][:, 1:]
+    keep = labels != IGNORE_INDEX
+    return F.cross_entropy(logits[keep].float(), labels[keep], reduction="sum")
+
+
+def train(model: nn.Module, processor: Any, records: list[dict], cfg: TrainConfig, *,
+          device: torch.device, dtype: torch.dtype, checkpoint_dir: str | os.PathLike | None,
+          fingerprint: dict[str, Any], on_event: EventFn | None = None,
+          should_stop: StopFn | None = None) -> TrainResult:
+    """Train the model's trainable parameters on `records`, resuming from `checkpoint_dir`.
+
+    Checkpoints every `cfg.checkpoint_every` steps and at the end; when `should_stop()` turns
+    true at a step boundary, checkpoints and raises `Stopped`. A checkpoint is only resumed
+    if `fingerprint` (plus the config and sample count, added here) matches the one it holds.
+    """
+    if not records:
+        raise EngineError("no training samples for this stage")
+    schedule_cfg = to_dict(cfg)
+    schedule_cfg.pop("checkpoint_every")  # how often we save does not change the trajectory
+    # through JSON, as it will be stored: tuples and lists must compare equal after a resume
+    fingerprint = json.loads(json.dumps({**fingerprint, "train": schedule_cfg, "n_samples": len(records)},
+                                        sort_keys=True, default=str))
+    emit = on_event or (lambda event: None)
+    schedule = Schedule(len(records), cfg)
+    total = schedule.total_steps
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not named:
+        raise EngineError("the model has no trainable parameters")
+    optimizer = torch.optim.AdamW([p for _, p in named], lr=cfg.lr, weight_decay=cfg.weight_decay)
+    encoder = Encoder(processor, cfg.max_length)
+    pad_id = processor.tokenizer.pad_token_id
+
+    start, resumed_from, last_ckpt = 0, None, None
+    found = latest_checkpoint(checkpoint_dir)
+    if found is not None:
+        state = load_checkpoint(found, fingerprint)
+        if [n for n, _ in named] != list(state.params):
+            raise EngineError(f"checkpoint {found} holds different trainable tensors than this model",
+                              hint=f"delete {found} to restart the stage")
+        with torch.no_grad():
+            for name, param in named:
+                param.copy_(state.params[name])
+        optimizer.load_state_dict(state.optimizer)
+        restore_rng(state.rng)
+        start = resumed_from = last_ckpt = state.step
+        emit({"type": "log", "message": f"resumed from checkpoint {found.name} (step {start}/{total})"})
+
+    def checkpoint(step: int) -> Path | None:
+        nonlocal last_ckpt
+        if checkpoint_dir is None or step == last_ckpt:
+            return latest_checkpoint(checkpoint_dir)
+        path = save_checkpoint(checkpoint_dir, step=step, micro_batch=step * cfg.grad_accum, total_steps=total,
+                               params={n: p for n, p in named}, optimizer_state=optimizer.state_dict(),
+                               fingerprint=fingerprint)
+        last_ckpt = step
+        emit({"type": "checkpoint", "step": step, "path": str(path)})
+        return path
+
+    orders: dict[int, list[int]] = {}
+
+    def batch_for(epoch: int, index: int) -> dict[str, torch.Tensor]:
+        if epoch not in orders:
+            orders.clear()
+            orders[epoch] = schedule.epoch_order(epoch)
+        ids = orders[epoch][index * cfg.batch_size:(index + 1) * cfg.batch_size]
+        return collate([encoder.encode(records[i]) for i in ids], pad_id, "right")
+
+    model.train()
+    t0, last_progress, loss_value, seen = time.monotonic(), 0.0, None, 0
+    try:
+        for step in range(start, total):
+            if should_stop is not None and should_stop():
+                raise Stopped(step, checkpoint(step) if step > 0 else None)
+            lr = schedule.lr(step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            batches = [batch_for(e, b) for e, b in schedule.micro_batches(step)]
+            n_tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches)
+            optimizer.zero_grad(set_to_none=True)
+            loss_total = 0.0
+            for batch in batches:
+                loss = token_loss_sum(model, _to_device(batch, device, dtype)) / max(n_tokens, 1)
+                loss.backward()
+                loss_total += float(loss.detach())
+                seen += batch["input_ids"].shape[0]
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_([p for _, p in named], cfg.grad_clip)
+            optimizer.step()
+            done, loss_value = step + 1, loss_total
+            emit({"type": "loss", "step": done, "loss": loss_value, "lr": lr})
+            now = time.monotonic()
+            if now - last_progress >= 1.0 or done in (start + 1, total):
+                elapsed = max(now - t0, 1e-9)
+                emit({"type": "progress", "step": done, "total": total, "loss": loss_value, "lr": lr,
+                      "samples_per_s": seen / elapsed, "eta_s": (total - done) * elapsed / (done - start)})
+                last_progress = now
+            if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < total:
+                checkpoint(done)
+        checkpoint(total)
+    finally:
+        model.eval()
+    return TrainResult(steps=total, samples=len(records), final_loss=loss_value, resumed_from=resumed_from)

@@ -1,0 +1,130 @@
+"""Session-wide engine fixtures: a pretrained tiny LLaVA and a small synthetic continual benchmark.
+
+Both are built once per test process (a module-level cache guards against the fixtures being
+imported into several modules, which would otherwise give each module its own "session"
+instance). Tasks share one pool of images and one answer vocabulary on purpose: "What color is
+the shape?" and "What color is the background?" ask about the same pictures and answer with the
+same words, so training on one overwrites the other, which is the forgetting the methods fight.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+PALETTE = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 230), "yellow": (240, 210, 30)}
+SHAPES = ("circle", "square")
+WARM = {"red": "warm", "yellow": "warm", "green": "cool", "blue": "cool"}
+QUESTIONS = {
+    "color": "What color is the shape?",
+    "bg": "What color is the background?",
+    "tone": "Is the background warm or cool?",
+}
+CAPTION = "Describe the image."
+IMAGE_SIZE = 32
+N_TRAIN, N_TEST = 128, 32
+PRETRAIN_STEPS = 200
+
+_cache: dict[str, object] = {}
+
+
+def draw_scenes(folder: Path, n: int, seed: int) -> list[dict]:
+    """n PNG scenes (one shape on a differently coloured background) and what they show."""
+    from PIL import Image, ImageDraw
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    scenes = []
+    for i in range(n):
+        color, bg = rng.sample(list(PALETTE), 2)
+        shape = rng.choice(SHAPES)
+        im = Image.new("RGB", (IMAGE_SIZE, IMAGE_SIZE), PALETTE[bg])
+        r = rng.randint(IMAGE_SIZE // 5, IMAGE_SIZE // 4)
+        cx, cy = rng.randint(r, IMAGE_SIZE - r), rng.randint(r, IMAGE_SIZE - r)
+        box = [cx - r, cy - r, cx + r, cy + r]
+        draw = ImageDraw.Draw(im)
+        (draw.ellipse if shape == "circle" else draw.rectangle)(box, fill=PALETTE[color])
+        path = folder / f"{i:04d}.png"
+        im.save(path)
+        scenes.append({"image": str(path), "color": color, "bg": bg, "shape": shape, "tone": WARM[bg]})
+    return scenes
+
+
+def task_records(task: str, scenes: list[dict]) -> list[dict]:
+    return [{"id": f"{task}-{i}", "image": s["image"], "question": QUESTIONS[task], "answer": s[task],
+             "history": []} for i, s in enumerate(scenes)]
+
+
+def caption_records(scenes: list[dict]) -> list[dict]:
+    return [{"id": f"cap-{i}", "image": s["image"], "question": CAPTION,
+             "answer": f"a {s['color']} {s['shape']} on {s['bg']}", "history": []} for i, s in enumerate(scenes)]
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def _build_base(root: Path) -> Path:
+    from hicl_app.engine.tiny import build_tiny_base, pretrain
+
+    corpus = [f"USER: <image>\n{q} ASSISTANT: {a}" for q in [*QUESTIONS.values(), CAPTION]
+              for a in [*PALETTE, *SHAPES, "warm", "cool"]]
+    base = build_tiny_base(root / "tiny-base", seed=0, corpus=corpus)
+    pretrain(base, caption_records(draw_scenes(root / "pretrain-img", 256, seed=1)), steps=PRETRAIN_STEPS)
+    return base
+
+
+def _build_tasks(root: Path) -> dict:
+    from hicl_app.engine.spec import TaskData
+
+    scenes = draw_scenes(root / "img", N_TRAIN + N_TEST, seed=2)
+    tasks = {}
+    for name in QUESTIONS:
+        records = task_records(name, scenes)
+        train = write_jsonl(root / name / "train.jsonl", records[:N_TRAIN])
+        test = write_jsonl(root / name / "test.jsonl", records[N_TRAIN:])
+        tasks[name] = TaskData(name=name, train_path=train, test_path=test, scorer="exact")
+    return tasks
+
+
+@pytest.fixture(scope="session")
+def tiny_base_dir(tmp_path_factory) -> Path:
+    """A saved tiny LLaVA, briefly pretrained on captions so LoRA can learn questions fast."""
+    if "base" not in _cache:
+        _cache["base"] = _build_base(tmp_path_factory.mktemp("engine-base"))
+    return _cache["base"]
+
+
+@pytest.fixture(scope="session")
+def cl_tasks(tmp_path_factory) -> dict:
+    """{"color", "bg", "tone"} -> TaskData with train.jsonl (128) / test.jsonl (32) files."""
+    if "tasks" not in _cache:
+        _cache["tasks"] = _build_tasks(tmp_path_factory.mktemp("engine-tasks"))
+    return _cache["tasks"]
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def quick_lora(base_dir: Path, records: list[dict], steps: int, seed: int = 0, **overrides):
+    """Load the base, wrap a fresh LoRA and train it `steps` steps; returns (loaded, model)."""
+    import torch
+
+    from hicl_app.engine.adapters import new_lora
+    from hicl_app.engine.config import ModelConfig, TrainConfig
+    from hicl_app.engine.models import load_base
+    from hicl_app.engine.train import train
+
+    loaded = load_base(ModelConfig(str(base_dir)))
+    cfg = TrainConfig(**{"max_steps": steps, "lr": 1e-3, "checkpoint_every": 0, "seed": seed, **overrides})
+    torch.manual_seed(seed)
+    model = new_lora(loaded.model, cfg)
+    train(model, loaded.processor, records, cfg, device=loaded.device, dtype=loaded.dtype,
+          checkpoint_dir=None, fingerprint={})
+    return loaded, model
