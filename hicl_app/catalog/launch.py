@@ -45,7 +45,21 @@ def start_run(catalog: Catalog, *, method: str, tasks: list[str], base: str, nam
     elif base.startswith((".", "/", "~")) or base.count("/") > 1:
         raise InvalidInput(f"base model {base!r} is neither an existing folder nor a hub id",
                            hint="pass a local model folder or a hub id such as llava-hf/llava-1.5-7b-hf")
-    stages = get_method(method).plan(tasks)
+    _check_config(config, base)
+    stages = get_method(method, config.get("method_options")).plan(tasks)
     with catalog.session() as s:
         return create_run(s, name=name or f"{method}:{','.join(tasks)}", method=method, base_model=base,
                           task_order=tasks, stages=stages, config=config)
+
+
+def _check_config(config: dict, base: str) -> None:
+    """Build the engine's config records now, so a bad value fails before anything is recorded."""
+    from ..engine.config import EvalConfig, ModelConfig, TrainConfig, from_dict
+    from ..engine.errors import EngineError
+
+    try:
+        from_dict(TrainConfig, config.get("train"))
+        from_dict(EvalConfig, config.get("eval"))
+        from_dict(ModelConfig, {"base": base, **config.get("model", {})})
+    except EngineError as exc:
+        raise InvalidInput(str(exc), hint=exc.hint) from None

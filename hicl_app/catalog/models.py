@@ -155,3 +155,25 @@ class Event(SQLModel, table=True):
     level: str = "info"
     message: str = Field(sa_column=Column(Text, nullable=False))
     data: dict[str, Any] = _json()
+
+
+class Push(SQLModel, table=True):
+    """One publication of a run's stage to a Hugging Face Hub repo: one commit, one tag.
+
+    Holds no credential: the token is read from the environment or the hub login at push time.
+    """
+
+    __tablename__ = "pushes"
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="runs.id", index=True, ondelete="CASCADE")
+    stage_index: int
+    repo_id: str
+    endpoint: str
+    revision: str
+    commit_oid: str
+    commit_url: str
+    tag: Optional[str] = None
+    private: bool = False
+    files: dict = _json()  # path in the repo -> {"sha256": ..., "size": ...}
+    created_at: datetime = Field(default_factory=utcnow)

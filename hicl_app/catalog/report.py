@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from ..engine import clmetrics
-from .models import Run
+from .models import Push, Run
 from .runs import accuracy_matrix, adapters_of, jobs_of, stages_of
 
 
@@ -39,7 +39,11 @@ def run_detail(session: Session, run: Run) -> dict:
     index_of = {st.id: st.index for st in stages_of(session, run.id)}
     adapters = [{"stage_index": index_of.get(a.stage_id), "path": a.path, "sha256": a.sha256,
                  "size_bytes": a.size_bytes, "files": a.files} for a in adapters_of(session, run.id)]
+    pushes = [{"id": p.id, "stage_index": p.stage_index, "repo_id": p.repo_id, "endpoint": p.endpoint,
+               "revision": p.revision, "commit_oid": p.commit_oid, "commit_url": p.commit_url, "tag": p.tag,
+               "private": p.private, "files": p.files, "created_at": p.created_at}
+              for p in session.exec(select(Push).where(Push.run_id == run.id).order_by(Push.id))]
     return {"id": run.id, "name": run.name, "method": run.method, "base_model": run.base_model,
             "status": run.status, "error": run.error, "task_order": names, "config": run.config, "env": run.env,
             "created_at": run.created_at, "started_at": run.started_at, "finished_at": run.finished_at,
-            "stages": stages, "adapters": adapters, "matrix": matrix, "zero_shot": zero, "metrics": metrics}
+            "stages": stages, "adapters": adapters, "pushes": pushes, "matrix": matrix, "zero_shot": zero, "metrics": metrics}

@@ -40,7 +40,7 @@ def run() -> None:
 @click.option("--rank", type=int, default=8, show_default=True, help="LoRA rank.")
 @click.option("--alpha", type=float, help="LoRA alpha (default 2 x rank).")
 @click.option("--lr", type=float, default=2e-4, show_default=True)
-@click.option("--epochs", type=float, default=1.0, show_default=True)
+@click.option("--epochs", type=click.IntRange(1), default=1, show_default=True)
 @click.option("--max-steps", type=int, help="Optimizer steps per stage (overrides --epochs).")
 @click.option("--batch-size", type=int, default=8, show_default=True)
 @click.option("--grad-accum", type=int, default=1, show_default=True)
@@ -51,7 +51,7 @@ def run() -> None:
 @click.option("--max-new-tokens", type=int, default=32, show_default=True)
 @click.option("--eval-all", is_flag=True, help="Evaluate every task after every stage (forward transfer).")
 @click.option("--device", help="cuda, cpu, cuda:1 ... (default: CUDA if available).")
-@click.option("--dtype", type=click.Choice(["bf16", "fp16", "fp32"]), help="Default: bf16 on CUDA, fp32 on CPU.")
+@click.option("--dtype", type=click.Choice(["bfloat16", "float16", "float32"]), help="Default: bfloat16 on CUDA, float32 on CPU.")
 @click.option("-o", "--option", "options", multiple=True, help="Method option KEY=VALUE (repeatable).")
 @click.option("--wait", is_flag=True, help="Run the stages here, in the foreground, until the run ends.")
 @click.option("--json", "as_json", is_flag=True)
@@ -63,7 +63,7 @@ def run_start(app: AppContext, method, task_list, base, name, rank, alpha, lr, e
     from ..catalog.launch import start_run
 
     config = {
-        "train": {"rank": rank, "alpha": alpha if alpha is not None else 2.0 * rank, "lr": lr, "epochs": epochs,
+        "train": {"rank": rank, "alpha": alpha if alpha is not None else 2 * rank, "lr": lr, "epochs": epochs,
                   "max_steps": max_steps, "batch_size": batch_size, "grad_accum": grad_accum,
                   "warmup_ratio": warmup_ratio, "seed": seed, "checkpoint_every": checkpoint_every},
         "eval": {"batch_size": eval_batch_size, "max_new_tokens": max_new_tokens},
@@ -93,19 +93,7 @@ def wait_for_run(app: AppContext, run_id: int) -> str:
     from ..worker.loop import Worker
 
     tty = sys.stderr.isatty()
-
-    def on_progress(stage, p):
-        if not tty:
-            return
-        total = p.get("total") or 0
-        step = p.get("step") or 0
-        width = 24
-        filled = int(width * step / total) if total else 0
-        eta = p.get("eta_s")
-        line = (f"\rstage {stage.index} [{'#' * filled}{'.' * (width - filled)}] {step}/{total} "
-                f"loss {fmt_num(p.get('loss'), 3)} {fmt_num(p.get('samples_per_s'), 1)} samples/s"
-                f"{f' eta {eta:.0f}s' if eta is not None else ''}")
-        click.echo(line.ljust(90), err=True, nl=False)
+    on_progress = progress_printer()
 
     def on_job(job):
         if tty:
@@ -121,6 +109,25 @@ def wait_for_run(app: AppContext, run_id: int) -> str:
         if r.status != "completed" and r.error:
             info(f"run {run_id} {r.status}: {r.error}")
         return r.status
+
+
+def progress_printer():
+    """A progress callback drawing one updating line on a terminal (silent when piped)."""
+    if not sys.stderr.isatty():
+        return None
+
+    def on_progress(stage, p):
+        total = p.get("total") or 0
+        step = p.get("step") or 0
+        width = 24
+        filled = int(width * step / total) if total else 0
+        eta = p.get("eta_s")
+        line = (f"\rstage {stage.index} [{'#' * filled}{'.' * (width - filled)}] {step}/{total} "
+                f"loss {fmt_num(p.get('loss'), 3)} {fmt_num(p.get('samples_per_s'), 1)} samples/s"
+                f"{f' eta {eta:.0f}s' if eta is not None else ''}")
+        click.echo(line.ljust(90), err=True, nl=False)
+
+    return on_progress
 
 
 @click.command("runs")
@@ -171,6 +178,11 @@ def run_show(app: AppContext, run_ref: str, as_json: bool) -> None:
         click.echo("")
         click.echo(table(["stage", "adapter", "size", "sha256"],
                          [[a["stage_index"], a["path"], _size(a["size_bytes"]), a["sha256"][:16]] for a in data["adapters"]]))
+    if data["pushes"]:
+        click.echo("\npushed to the hub:")
+        click.echo(table(["stage", "repo", "revision", "tag", "commit", "url"],
+                         [[p["stage_index"], p["repo_id"], p["revision"], p["tag"] or "", p["commit_oid"][:12],
+                           p["commit_url"]] for p in data["pushes"]]))
     click.echo("\naccuracy matrix (row = after training stage, column = task):")
     click.echo(format_table(data["task_order"], data["matrix"]))
     click.echo("")

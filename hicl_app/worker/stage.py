@@ -12,7 +12,7 @@ from pathlib import Path
 from ..catalog import queue
 from ..catalog.db import Catalog
 from ..catalog.models import Adapter, CurvePoint, Job, Run, Stage, utcnow
-from ..catalog.runs import add_event, stages_of, upsert_score
+from ..catalog.runs import add_event, scores_of, stages_of, upsert_score
 from ..catalog.tasks import get_task, missing_images
 from ..errors import HiclError
 
@@ -29,13 +29,14 @@ def stage_paths(catalog: Catalog, run_id: int, index: int) -> tuple[Path, Path]:
 
 def build_spec(catalog: Catalog, run: Run, stage: Stage):
     """The engine's StageSpec for `stage`, checking the tasks' data is still there."""
-    from ..engine.config import EvalConfig, ModelConfig, TrainConfig
-    from ..engine.pipeline import StageSpec, TaskData
+    from ..engine.config import EvalConfig, ModelConfig, TrainConfig, from_dict
+    from ..engine.spec import StageSpec, TaskData
 
     cfg = dict(run.config)
     with catalog.session() as s:
         stages = stages_of(s, run.id)
-        tasks = {name: get_task(s, name) for name in run.task_order}
+        names = list(run.task_order) + ([cfg["general_task"]] if cfg.get("general_task") else [])
+        tasks = {name: get_task(s, name) for name in names}
     for name, task in tasks.items():
         gone = missing_images(task)
         if gone:
@@ -51,6 +52,9 @@ def build_spec(catalog: Catalog, run: Run, stage: Stage):
     for st in stages[: stage.index + 1]:
         seen += [n for n in st.train_tasks if n not in seen]
     eval_names = list(run.task_order) if cfg.get("eval_all") else [n for n in run.task_order if n in seen]
+    general = cfg.get("general_task")
+    if general and general not in eval_names:
+        eval_names.append(general)
     stage_dir, ckpt_dir = stage_paths(catalog, run.id, stage.index)
     prev_dir = stage_paths(catalog, run.id, stage.index - 1)[0] if stage.index > 0 else None
     return StageSpec(
@@ -60,9 +64,9 @@ def build_spec(catalog: Catalog, run: Run, stage: Stage):
         n_stages=len(stages),
         train_tasks=[data(n) for n in stage.train_tasks],
         eval_tasks=[data(n) for n in eval_names],
-        model=ModelConfig.from_dict({"base": run.base_model, **cfg.get("model", {})}),
-        train=TrainConfig.from_dict(cfg.get("train", {})),
-        eval=EvalConfig.from_dict(cfg.get("eval", {})),
+        model=from_dict(ModelConfig, {"base": run.base_model, **cfg.get("model", {})}),
+        train=from_dict(TrainConfig, cfg.get("train", {})),
+        eval=from_dict(EvalConfig, cfg.get("eval", {})),
         stage_dir=stage_dir,
         prev_stage_dir=prev_dir,
         checkpoint_dir=ckpt_dir,
@@ -141,6 +145,8 @@ def run_stage_job(catalog: Catalog, job: Job, on_progress=None) -> str:
         reporter = _Reporter(catalog, job, stage, log, on_progress)
         spec = build_spec(catalog, run, stage)
         try:
+            if stage.index == 0:
+                _zero_shot(catalog, run, spec, reporter)
             result = run_stage(spec, on_event=reporter, should_stop=reporter.should_stop)
         except Stopped:
             reporter.flush()
@@ -153,6 +159,29 @@ def run_stage_job(catalog: Catalog, job: Job, on_progress=None) -> str:
                   ", ".join(f"{k}={v['score']:.2f}" for k, v in result.scores.items()) + "\n")
     queue.finish(catalog, job.id, "done")
     return "done"
+
+
+def _zero_shot(catalog: Catalog, run: Run, spec, reporter: _Reporter) -> None:
+    """Score the base model before any training (row -1): the reference for FWT and for general
+    retention. Only the tasks that need it: all with eval_all, the held-out general task."""
+    from ..engine.pipeline import run_eval
+
+    cfg = run.config or {}
+    wanted = set(run.task_order) if cfg.get("eval_all") else set()
+    if cfg.get("general_task"):
+        wanted.add(cfg["general_task"])
+    with catalog.session() as s:
+        done = {c.task_name for c in scores_of(s, run.id) if c.stage_index == -1}
+    tasks = [t for t in spec.eval_tasks if t.name in wanted - done]
+    if not tasks:
+        return
+    out = spec.stage_dir.parent / "zero-shot"
+    scores = run_eval(spec.model, tasks, spec.eval, out, on_event=reporter, should_stop=reporter.should_stop)
+    with catalog.session() as s:
+        for name, cell in scores.items():
+            upsert_score(s, run.id, -1, name, score=float(cell["score"]), n=int(cell["n"]),
+                         scorer=next(t.scorer for t in tasks if t.name == name),
+                         predictions_path=cell.get("predictions_path"), details=cell.get("details", {}))
 
 
 def _record_result(catalog: Catalog, run: Run, stage: Stage, spec, result) -> None:

@@ -1,0 +1,89 @@
+"""`hicl demo` and `hicl tiny-base`: the built-in default, end to end, on a CPU."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+
+from ..settings import Settings
+from .context import AppContext, pass_app
+from .output import emit_json, fmt_num, info, table
+
+METRIC_KEYS = [("mft", "MFT"), ("last", "Last"), ("avg", "Avg"), ("bwt", "BWT"), ("forgetting", "Forgetting")]
+
+
+@click.command("tiny-base")
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--steps", type=click.IntRange(1), default=600, show_default=True, help="Pretraining steps.")
+@click.option("--samples", type=click.IntRange(8), default=1500, show_default=True, help="Pretraining descriptions.")
+def tiny_base(out_dir: str, seed: int, steps: int, samples: int) -> None:
+    """Build a tiny LLaVA-architecture base, pretrained on CPU on generic image descriptions."""
+    from .. import tinybase
+
+    t0 = time.monotonic()
+    recipe = tinybase.BaseRecipe(seed=seed, steps=steps, samples=samples)
+    path = tinybase.build(out_dir, recipe, on_event=_pretrain_progress(steps))
+    click.echo(str(path))
+    info(f"\ntiny base saved to {path} in {time.monotonic() - t0:.0f}s")
+
+
+def _pretrain_progress(total: int):
+    tty = sys.stderr.isatty()
+
+    def on_event(event: dict) -> None:
+        if tty and event.get("type") == "progress":
+            click.echo(f"\rpretraining {event.get('step')}/{total} loss {fmt_num(event.get('loss'), 3)}",
+                       err=True, nl=False)
+
+    return on_event
+
+
+@click.command("demo")
+@click.option("--home", type=click.Path(file_okay=False), help="Workspace for the demo (default: the current one).")
+@click.option("--methods", help="Comma-separated methods (default: all available).")
+@click.option("--tasks", "n_tasks", type=click.IntRange(2, 6), help="How many benchmark tasks (default 6; 3 with --quick).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--quick", is_flag=True, help="A small, fast version (for tests and a first look).")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@pass_app
+def demo(app: AppContext, home, methods, n_tasks, seed, quick, as_json) -> None:
+    """Run every method on the built-in benchmark and compare them (CPU, nothing downloaded)."""
+    from ..catalog.db import Catalog
+    from ..demo import DemoConfig, run_demo
+    from ..engine.methods import method_names
+
+    settings = Settings.resolve(home) if home else app.settings
+    overrides = {"seed": seed, "methods": tuple(m.strip() for m in methods.split(",")) if methods else tuple(method_names())}
+    if n_tasks:
+        overrides["tasks"] = n_tasks
+    cfg = DemoConfig.quick(**overrides) if quick else DemoConfig(**overrides)
+    info(f"hicl demo in {settings.home}: {cfg.tasks} tasks, methods {', '.join(cfg.methods)}")
+    from .runs import progress_printer
+
+    result = run_demo(Catalog(settings), cfg, info, on_progress=progress_printer())
+    if as_json:
+        emit_json(result)
+    else:
+        _print_report(result)
+    info(f"total wall time {result['wall_s']:.0f}s")
+    if any(r["status"] != "completed" for r in result["runs"].values()):
+        sys.exit(1)
+
+
+def _print_report(result: dict) -> None:
+    from ..engine.clmetrics import format_table
+
+    for method, run in result["runs"].items():
+        click.echo(f"\n== {method} (run {run['id']}, {run['wall_s']:.0f}s) ==")
+        click.echo(format_table(run["task_order"], run["matrix"]))
+        m = run["metrics"]
+        click.echo("  ".join(f"{label} {fmt_num(m.get(k))}" for k, label in METRIC_KEYS))
+    click.echo("\n== comparison (scores 0-100; BWT and Forgetting in points) ==")
+    rows = [[method] + [run["metrics"].get(k) for k, _ in METRIC_KEYS] for method, run in result["runs"].items()]
+    click.echo(table(["method"] + [label for _, label in METRIC_KEYS], rows))
+
+
+COMMANDS = [tiny_base, demo]

@@ -1,0 +1,125 @@
+"""`hicl demo`: the whole job on a built-in default that runs on a laptop CPU with no downloads.
+
+Generate the benchmark, build (or reuse) the pretrained tiny base, add the tasks, run every
+method over the same task order through the real catalog and worker, and report from the
+catalog. Everything is cached in the workspace, so a second demo skips the preparation.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .catalog.db import Catalog
+from .errors import Conflict, InvalidInput
+
+DEFAULT_METHODS = ("seq-lora", "joint")
+
+
+@dataclass
+class DemoConfig:
+    tasks: int = 6
+    train: int = 250
+    test: int = 50
+    seed: int = 0
+    methods: tuple[str, ...] = DEFAULT_METHODS
+    steps_per_task: int = 60
+    batch_size: int = 8
+    lr: float = 1e-3
+    rank: int = 8
+    max_new_tokens: int = 12
+    base_steps: int = 600
+    base_samples: int = 1500
+    extra_options: dict = field(default_factory=dict)
+
+    @classmethod
+    def quick(cls, **overrides) -> "DemoConfig":
+        """A small version for tests: three tasks, few samples and steps."""
+        base = dict(tasks=3, train=48, test=16, steps_per_task=12, base_steps=60, base_samples=128)
+        return cls(**{**base, **overrides})
+
+
+Log = Callable[[str], None]
+
+
+def _benchmark(catalog: Catalog, cfg: DemoConfig, log: Log) -> tuple[Path, dict]:
+    from .synth import generate, read_manifest
+
+    folder = catalog.settings.cache / f"synth-s{cfg.seed}-t{cfg.tasks}-n{cfg.train}x{cfg.test}"
+    if (folder / "manifest.json").is_file():
+        return folder, read_manifest(folder)
+    log(f"generating the benchmark ({cfg.tasks} tasks, {cfg.train} train / {cfg.test} test each) in {folder}")
+    return folder, generate(folder, tasks=cfg.tasks, train=cfg.train, test=cfg.test, seed=cfg.seed, overwrite=True)
+
+
+def _add_tasks(catalog: Catalog, folder: Path, manifest: dict, log: Log) -> list[str]:
+    """Add the benchmark's tasks, reusing ones already added from the same files."""
+    from sqlmodel import select
+
+    from .catalog.models import Task
+    from .catalog.tasks import add_task
+    from .fsio import sha256_file
+
+    names = []
+    for entry in manifest["tasks"] + [manifest["general"]]:
+        name, train = entry["name"], folder / entry["name"] / "train.jsonl"
+        with catalog.session() as s:
+            existing = s.exec(select(Task).where(Task.name == name)).first()
+        if existing is not None:
+            if existing.source_sha256 != sha256_file(train):
+                raise Conflict(f"this workspace already has a different task named {name!r}",
+                               hint="run the demo with its own --home")
+        else:
+            add_task(catalog, train, test_file=folder / name / "test.jsonl", scorer=entry["scorer"], name=name)
+            log(f"added task {name}")
+        names.append(name)
+    return names
+
+
+def run_demo(catalog: Catalog, cfg: DemoConfig, log: Log, on_progress=None) -> dict:
+    """Prepare everything, run each method to the end, and return the catalog's figures."""
+    from . import tinybase
+    from .catalog.launch import start_run
+    from .catalog.report import run_detail
+    from .catalog.runs import get_run
+    from .engine.methods import method_names
+    from .worker.loop import Worker
+    from .catalog import queue
+
+    unknown = [m for m in cfg.methods if m not in method_names()]
+    if unknown:
+        raise InvalidInput(f"unknown method(s): {', '.join(unknown)}", hint=f"available: {', '.join(method_names())}")
+    started = time.monotonic()
+    folder, manifest = _benchmark(catalog, cfg, log)
+    names = _add_tasks(catalog, folder, manifest, log)
+    tasks, general = names[:-1], names[-1]
+    recipe = tinybase.BaseRecipe(seed=cfg.seed, steps=cfg.base_steps, samples=cfg.base_samples)
+    t0 = time.monotonic()
+    base, built = tinybase.ensure(catalog.settings.cache, recipe)
+    log(f"{'built' if built else 'reusing'} the tiny base {base.name}" + (f" in {time.monotonic() - t0:.0f}s" if built else ""))
+    results = {}
+    for method in cfg.methods:
+        steps = cfg.steps_per_task * (len(tasks) if method == "joint" else 1)
+        config = {
+            "train": {"rank": cfg.rank, "alpha": 2 * cfg.rank, "lr": cfg.lr, "max_steps": steps,
+                      "batch_size": cfg.batch_size, "seed": cfg.seed, "checkpoint_every": max(steps, 50),
+                      "warmup_ratio": 0.1},
+            "eval": {"batch_size": 64, "max_new_tokens": cfg.max_new_tokens},
+            "model": {"device": "cpu", "dtype": "float32"},
+            "method_options": dict(cfg.extra_options.get(method, {})),
+            "eval_all": False,
+            "general_task": general,
+        }
+        run = start_run(catalog, method=method, tasks=tasks, base=str(base), name=f"demo-{method}", config=config)
+        log(f"run {run.id}: {method} over {' → '.join(tasks)}")
+        t1 = time.monotonic()
+        Worker(catalog, on_progress=on_progress, poll=0.2).run(until=lambda: queue.runnable_jobs(catalog, run.id) == 0)
+        with catalog.session() as s:
+            results[method] = run_detail(s, get_run(s, run.id))
+        results[method]["wall_s"] = time.monotonic() - t1
+        if results[method]["status"] != "completed":
+            log(f"run {run.id} {results[method]['status']}: {results[method]['error']}")
+    return {"tasks": tasks, "general": general, "base": str(base), "runs": results,
+            "wall_s": time.monotonic() - started}
