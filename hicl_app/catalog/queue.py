@@ -137,3 +137,68 @@ def runnable_jobs(catalog: Catalog, run_id: int | None = None) -> int:
         if run_id is not None:
             q = q.where(Job.run_id == run_id)
         return len(list(s.exec(q)))
+
+
+def request_cancel(catalog: Catalog, job_id: int) -> str:
+    """Cancel a job: a queued one at once ("cancelled"), a running one at its next step
+    boundary, where the worker checkpoints and stops ("requested")."""
+    from sqlalchemy import update
+
+    from ..errors import Conflict, NotFound
+
+    with catalog.session() as s:
+        job = s.get(Job, job_id)
+        if job is None:
+            raise NotFound(f"no job {job_id}")
+        if job.status not in ("queued", "running"):
+            raise Conflict(f"job {job_id} is already {job.status}", hint="only a queued or running job can be cancelled")
+        # A queued job is closed here, unless a worker claimed it in the meantime.
+        closed = s.connection().execute(update(Job).where(Job.id == job_id, Job.status == "queued")
+                                        .values(status="cancelled", cancel_requested=True)).rowcount == 1
+    if closed:
+        finish(catalog, job_id, "cancelled", error="cancelled by the user")
+        return "cancelled"
+    with catalog.session() as s:
+        job = s.get(Job, job_id)
+        if job.status != "running":
+            raise Conflict(f"job {job_id} is already {job.status}")
+        job.cancel_requested = True
+        s.add(job)
+    return "requested"
+
+
+def retry(catalog: Catalog, job_id: int) -> None:
+    """Put a failed or cancelled stage job back in the queue, with the later stages of its run
+    that were cancelled because of it; the run goes back to queued."""
+    from ..errors import Conflict, NotFound
+
+    with catalog.session() as s:
+        job = s.get(Job, job_id)
+        if job is None:
+            raise NotFound(f"no job {job_id}")
+        if job.status not in ("failed", "cancelled"):
+            raise Conflict(f"job {job_id} is {job.status}", hint="only a failed or cancelled job can be retried")
+        before = s.get(Job, job.depends_on) if job.depends_on else None
+        if before is not None and before.status != "done":
+            raise Conflict(f"job {job_id} waits on job {before.id}, which is {before.status}",
+                           hint=f"retry job {before.id} first")
+        again = [job]
+        if job.run_id is not None:
+            again += list(s.exec(select(Job).where(Job.run_id == job.run_id, Job.id > job.id,
+                                                   Job.status == "cancelled").order_by(Job.id)))
+        for j in again:
+            j.status, j.error, j.traceback, j.finished_at = "queued", None, None, None
+            j.cancel_requested, j.attempts, j.progress = False, 0, {}
+            j.lease_owner = j.lease_expires_at = None
+            s.add(j)
+            stage = s.get(Stage, j.stage_id) if j.stage_id else None
+            if stage is not None:
+                stage.status, stage.error, stage.finished_at = "queued", None, None
+                s.add(stage)
+        if job.run_id is not None:
+            run = s.get(Run, job.run_id)
+            run.status, run.error, run.finished_at = "queued", None, None
+            s.add(run)
+            from .runs import add_event
+
+            add_event(s, f"job {job_id} retried ({len(again)} job(s) queued again)", run_id=job.run_id, job_id=job_id)

@@ -1,0 +1,1 @@
+"""The TUI's screens: dashboard, run detail, comparison, and the modal forms."""

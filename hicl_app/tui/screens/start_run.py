@@ -1,0 +1,116 @@
+"""Start a run: method, tasks in the order ticked, base model and the main hyper-parameters."""
+
+from __future__ import annotations
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Button, Footer, Input, Label, Select, SelectionList, Static
+
+from ...catalog.launch import start_run
+from ...catalog.tasks import list_tasks
+from ...errors import HiclError
+from ..forms import TRAIN_FIELDS, parse_run_form
+from ..widgets.error_report import ErrorReport
+
+
+class StartRunScreen(ModalScreen[int | None]):
+    """Dismissed with the new run's id, or None when cancelled."""
+
+    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel"), Binding("ctrl+s", "submit", "Start")]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.order: list[str] = []
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog", id="start-run"):
+            with Grid(classes="form"):
+                yield Label("method")
+                yield Select([], id="method", prompt="loading…", compact=True)
+                yield Label("base model")
+                yield Input(placeholder="local folder or hub id", id="base", compact=True)
+                yield Label("name")
+                yield Input(placeholder="default: method:tasks", id="name", compact=True)
+                yield Label("tasks")
+                yield SelectionList[str](id="tasks", compact=True)
+                yield Label("order")
+                yield Static("tick tasks in training order", id="order")
+            with Grid(classes="form params"):
+                for key, label, _kind, default in TRAIN_FIELDS:
+                    yield Label(label)
+                    yield Input(value="" if default is None else str(default), placeholder="—", id=key,
+                                compact=True)
+            with VerticalScroll(classes="report"):
+                yield ErrorReport(id="error")
+            with Horizontal(classes="buttons"):
+                yield Button("Start run", variant="primary", id="submit", compact=True)
+                yield Button("Cancel", id="cancel", compact=True)
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.query_one("#start-run").border_title = "Start a run"
+        self._load_choices()
+
+    @work(thread=True)
+    def _load_choices(self) -> None:
+        from ..forms import method_choices
+
+        with self.app.catalog.session() as s:
+            tasks = [t.name for t in list_tasks(s)]
+        self.app.call_from_thread(self._show_choices, method_choices(), tasks)
+
+    def _show_choices(self, methods: list[str], tasks: list[str]) -> None:
+        select = self.query_one("#method", Select)
+        select.set_options([(m, m) for m in methods])
+        select.prompt = "choose a method" if methods else "no method registered"
+        if methods:
+            select.value = methods[0]
+        self.query_one("#tasks", SelectionList).add_options([(t, t) for t in tasks])
+        if not tasks:
+            self.query_one("#order", Static).update("no tasks yet: add one first (a on the dashboard)")
+
+    def on_selection_list_selected_changed(self, event: SelectionList.SelectedChanged) -> None:
+        ticked = set(event.selection_list.selected)
+        self.order = [t for t in self.order if t in ticked] + [t for t in event.selection_list.selected
+                                                                if t not in self.order]
+        self.query_one("#order", Static).update(" → ".join(self.order) or "tick tasks in training order")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "submit":
+            self.action_submit()
+        else:
+            self.dismiss(None)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.action_submit()
+
+    def action_submit(self) -> None:
+        report = self.query_one(ErrorReport)
+        report.clear()
+        method = self.query_one("#method", Select).value
+        try:
+            request = parse_run_form(None if method is Select.BLANK else method, self.order,
+                                     self.query_one("#base", Input).value, self.query_one("#name", Input).value,
+                                     {key: self.query_one(f"#{key}", Input).value for key, *_ in TRAIN_FIELDS})
+        except HiclError as exc:
+            report.show_error(exc)
+            return
+        self.query_one("#submit", Button).disabled = True
+        self._start(request)
+
+    @work(thread=True, exclusive=True)
+    def _start(self, request) -> None:
+        try:
+            run = start_run(self.app.catalog, method=request.method, tasks=request.tasks, base=request.base,
+                            name=request.name, config=request.config)
+        except Exception as exc:
+            self.app.call_from_thread(self._failed, exc)
+            return
+        self.app.call_from_thread(self.dismiss, run.id)
+
+    def _failed(self, exc: Exception) -> None:
+        self.query_one(ErrorReport).show_error(exc)
+        self.query_one("#submit", Button).disabled = False

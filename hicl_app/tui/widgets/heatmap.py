@@ -1,0 +1,76 @@
+"""A score matrix as a table whose cells are coloured by value (accuracy matrix, CKA)."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.widgets import DataTable
+
+from ..data import fmt_score, fmt_signed
+from .style import Palette
+
+
+def value_range(matrix: list[list[float | None]], default: tuple[float, float] = (0.0, 100.0)) -> tuple[float, float]:
+    values = [v for row in matrix for v in row if v is not None]
+    return (min(values), max(values)) if values else default
+
+
+def legend(palette: Palette, lo: float, hi: float, digits: int = 1, width: int = 12) -> Text:
+    """"lo ▆▆▆▆ hi": the colour scale of a heatmap."""
+    text = Text(f"{lo:.{digits}f} ", style=palette.muted.hex)
+    for i in range(width):
+        value = lo + (hi - lo) * i / max(1, width - 1)
+        text.append(" ", style=palette.heat(value, lo, hi))
+    text.append(f" {hi:.{digits}f}", style=palette.muted.hex)
+    return text
+
+
+class HeatmapTable(DataTable):
+    """Rows and columns labelled, each cell's background on an error-to-success scale."""
+
+    DEFAULT_CSS = """
+    HeatmapTable { height: auto; max-height: 100%; }
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(cursor_type="cell", zebra_stripes=False, **kwargs)
+        self.fixed_columns = 1
+
+    def show(self, row_labels: list[str], col_labels: list[str], matrix: list[list[float | None]], *,
+             lo: float, hi: float, digits: int = 1, footer: tuple[str, list[float | None]] | None = None) -> None:
+        """Replace the table's content; `footer` adds a row of signed differences (e.g. forgetting).
+
+        Columns narrow (names cut with an ellipsis) so that the whole matrix fits the width it
+        has when it can; otherwise the table scrolls sideways.
+        """
+        palette = Palette.of(self.app)
+        cursor = self.cursor_coordinate
+        self.clear(columns=True)
+        labels = row_labels + ([footer[0]] if footer else [])
+        label_width = min(16, max((len(label) for label in labels), default=4))
+        available = (self.size.width or self.app.size.width) - 1
+        fit = (available - label_width - 2) // max(1, len(col_labels)) - 2
+        width = max(4 + digits, min(16, fit, max((len(c) for c in col_labels), default=0)))
+        self.add_column(Text(""), key="_row", width=label_width)
+        for j, name in enumerate(col_labels):
+            self.add_column(Text(_cut(name, width), justify="right"), key=f"c{j}", width=width)
+        for i, label in enumerate(row_labels):
+            row = matrix[i] if i < len(matrix) else []
+            cells = [Text(_cut(label, label_width), style=palette.muted.hex)]
+            for j in range(len(col_labels)):
+                value = row[j] if j < len(row) else None
+                cells.append(Text(fmt_score(value, digits).rjust(width) if value is not None else "·".rjust(width),
+                                  style=palette.heat(value, lo, hi) if value is not None else palette.muted.hex))
+            self.add_row(*cells, key=f"r{i}")
+        if footer is not None:
+            label, values = footer
+            cells = [Text(_cut(label, label_width), style=f"italic {palette.muted.hex}")]
+            for v in values + [None] * (len(col_labels) - len(values)):
+                colour = palette.muted if v is None else palette.error if v > 0.05 else palette.success
+                cells.append(Text(fmt_signed(None if v is None else -v, digits).rjust(width), style=colour.hex))
+            self.add_row(*cells, key="footer")
+        if self.row_count:
+            self.move_cursor(row=min(cursor.row, self.row_count - 1), column=max(1, cursor.column), animate=False)
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"

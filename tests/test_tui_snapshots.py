@@ -1,0 +1,75 @@
+"""Snapshots of the main screens at 80x24 (and the dashboard wide and in the light theme).
+
+Regenerate after an intended change with `pytest tests/test_tui_snapshots.py --snapshot-update`
+and look at the SVGs under tests/__snapshots__/ before committing them.
+"""
+
+import pytest
+from tui_support import open_catalog, settle
+
+from hicl_app.tui.app import HiclApp
+from hicl_app.tui.bench import populate
+
+
+@pytest.fixture
+def demo(home):
+    cat = open_catalog(home)
+    populate(cat, runs=12, points=3000)
+    yield cat
+    cat.dispose()
+
+
+def steps(*actions):
+    """A run_before that lets data load, then does each action (a key, or a callable on the app)."""
+
+    async def run_before(pilot):
+        await settle(pilot)
+        for action in actions:
+            if callable(action):
+                action(pilot.app)
+            else:
+                await pilot.press(action)
+            await settle(pilot)
+        for field in pilot.app.screen.query("Input"):
+            field.cursor_blink = False
+        await pilot.pause()
+
+    return run_before
+
+
+def test_dashboard(snap_compare, demo):
+    assert snap_compare(HiclApp(demo, poll_interval=None), run_before=steps())
+
+
+def test_dashboard_wide(snap_compare, demo):
+    assert snap_compare(HiclApp(demo, poll_interval=None), run_before=steps(), terminal_size=(160, 40))
+
+
+def test_dashboard_light_theme(snap_compare, demo):
+    app = HiclApp(demo, poll_interval=None)
+    app.theme = "hicl-light"
+    assert snap_compare(app, run_before=steps())
+
+
+def test_run_matrix(snap_compare, demo):
+    assert snap_compare(HiclApp(demo, poll_interval=None), run_before=steps(lambda app: app.open_run(7)))
+
+
+def test_run_loss_curve(snap_compare, demo):
+    assert snap_compare(HiclApp(demo, poll_interval=None), run_before=steps(lambda app: app.open_run(7), "2"))
+
+
+def test_run_stages_while_training(snap_compare, demo):
+    assert snap_compare(HiclApp(demo, poll_interval=None), run_before=steps(lambda app: app.open_run(12), "3"))
+
+
+def test_compare_runs(snap_compare, demo):
+    assert snap_compare(HiclApp(demo, poll_interval=None), run_before=steps(lambda app: app.compare_runs(8, 7)))
+
+
+def test_add_task_form(snap_compare, demo):
+    assert snap_compare(HiclApp(demo, poll_interval=None), run_before=steps("a"))
+
+
+def test_start_run_form(snap_compare, demo):
+    assert snap_compare(HiclApp(demo, poll_interval=None), run_before=steps("s"))
