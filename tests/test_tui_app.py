@@ -68,7 +68,7 @@ async def test_open_run_tabs_and_back(busy):
         assert isinstance(screen, RunScreen) and screen.run_id == 246
         matrix = cell_texts(screen.query_one(HeatmapTable))
         n = len(screen.data.detail["task_order"])
-        assert len(matrix) == n + 1 and matrix[-1][0] == "forgetting"
+        assert len(matrix) == n + 1 and matrix[-1][0] == "Δ vs best"
         assert all(c.strip() not in ("·", "") for c in matrix[n - 1][1:])  # the last row is complete
         assert matrix[0][2].strip() == "·"  # task 2 not yet trained after stage 0
         metrics = str(screen.query_one("#run-metrics").render())

@@ -100,7 +100,7 @@ class CompareScreen(LiveScreen):
             self.query_one(f"#matrix-{side}-title", Static).update(
                 Text(f"{side.upper()}: run {d['id']}", style=f"bold {palette.accent.hex}"))
             labels = [f"s{st['index']} {', '.join(st['train_tasks'])}" for st in d["stages"]]
-            footer = ("forgetting", run.forgetting()) if len(d["matrix"]) > 1 else None
+            footer = ("Δ vs best", run.forgetting()) if len(d["matrix"]) > 1 else None
             self.query_one(f"#matrix-{side}", HeatmapTable).show(labels, d["task_order"], d["matrix"], lo=lo, hi=hi,
                                                                 footer=footer)
         self.query_one("#compare-legend", Static).update(legend(palette, lo, hi))

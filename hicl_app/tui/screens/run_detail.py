@@ -99,7 +99,7 @@ class RunScreen(LiveScreen):
         if d["zero_shot"]:
             rows.insert(0, d["zero_shot"])
             row_labels.insert(0, "zero-shot")
-        footer = ("forgetting", data.forgetting()) if len(matrix) > 1 else None
+        footer = ("Δ vs best", data.forgetting()) if len(matrix) > 1 else None
         self.query_one("#matrix-table", HeatmapTable).show(row_labels, names, rows, lo=lo, hi=hi, footer=footer)
         caption = legend(palette, lo, hi)
         caption.append("  row sK = after training stage K; column = task", style=palette.muted.hex)
