@@ -27,6 +27,35 @@ def _parse_options(pairs: tuple[str, ...]) -> dict:
     return out
 
 
+def method_flags(command):
+    """Add `--opt-name` for every option any registered method declares (see `Method.option_help`).
+
+    The flags default to None and only the ones given reach the method, which refuses options
+    it does not know, so `--fusion` with `--method seq-lora` is a clear error.
+    """
+    from ..engine.methods import METHODS
+
+    seen: dict[str, type] = {}
+    for cls in METHODS.values():
+        for key, default in cls.defaults.items():
+            if key not in seen:
+                seen[key] = cls
+    for key in reversed(list(seen)):
+        cls = seen[key]
+        default = cls.defaults[key]
+        kind = {bool: click.BOOL, int: click.INT, float: click.FLOAT}.get(type(default), click.STRING)
+        owners = ", ".join(c.name for c in METHODS.values() if key in c.defaults)
+        help_text = f"[{owners}] {cls.option_help.get(key, '')} (default {default!r})".replace("  ", " ")
+        command = click.option(f"--{key.replace('_', '-')}", f"mopt_{key}", type=kind, default=None,
+                               help=help_text)(command)
+    return command
+
+
+def _flag_options(kwargs: dict) -> dict:
+    return {k.removeprefix("mopt_"): kwargs.pop(k) for k in [k for k in kwargs if k.startswith("mopt_")]
+            if kwargs[k] is not None}
+
+
 @click.group("run")
 def run() -> None:
     """Start or inspect one continual run."""
@@ -53,13 +82,17 @@ def run() -> None:
 @click.option("--device", help="cuda, cpu, cuda:1 ... (default: CUDA if available).")
 @click.option("--dtype", type=click.Choice(["bfloat16", "float16", "float32"]), help="Default: bfloat16 on CUDA, float32 on CPU.")
 @click.option("-o", "--option", "options", multiple=True, help="Method option KEY=VALUE (repeatable).")
+@method_flags
 @click.option("--wait", is_flag=True, help="Run the stages here, in the foreground, until the run ends.")
 @click.option("--json", "as_json", is_flag=True)
 @pass_app
 def run_start(app: AppContext, method, task_list, base, name, rank, alpha, lr, epochs, max_steps, batch_size,
               grad_accum, warmup_ratio, seed, checkpoint_every, eval_batch_size, max_new_tokens, eval_all,
-              device, dtype, options, wait, as_json) -> None:
-    """Record a run and queue one job per stage; prints the run id."""
+              device, dtype, options, wait, as_json, **method_opts) -> None:
+    """Record a run and queue one job per stage; prints the run id.
+
+    Method options come as flags (`--fusion sum`) or as `-o KEY=VALUE`; a flag wins.
+    """
     from ..catalog.launch import start_run
 
     config = {
@@ -68,7 +101,7 @@ def run_start(app: AppContext, method, task_list, base, name, rank, alpha, lr, e
                   "warmup_ratio": warmup_ratio, "seed": seed, "checkpoint_every": checkpoint_every},
         "eval": {"batch_size": eval_batch_size, "max_new_tokens": max_new_tokens},
         "model": {k: v for k, v in {"device": device, "dtype": dtype}.items() if v},
-        "method_options": _parse_options(options),
+        "method_options": {**_parse_options(options), **_flag_options(method_opts)},
         "eval_all": eval_all,
     }
     tasks = [t.strip() for t in task_list.split(",") if t.strip()]

@@ -92,7 +92,7 @@ def run_stage(spec: StageSpec, on_event: EventFn | None = None, should_stop: Sto
                                     f"on {loaded.device} ({str(loaded.dtype).removeprefix('torch.')})"})
     outcome = train(model, loaded.processor, records, spec.train, device=loaded.device, dtype=loaded.dtype,
                     checkpoint_dir=spec.checkpoint_dir, fingerprint=fingerprint, on_event=emit,
-                    should_stop=should_stop)
+                    should_stop=should_stop, extra_loss=method.extra_loss)
     files = method.save(model, spec)
 
     def check_stop() -> None:

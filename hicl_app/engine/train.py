@@ -28,6 +28,7 @@ from .errors import EngineError, Stopped
 
 EventFn = Callable[[dict], None]
 StopFn = Callable[[], bool]
+ExtraLossFn = Callable[[nn.Module, dict[str, torch.Tensor], int], "torch.Tensor | None"]
 
 
 @dataclass
@@ -103,12 +104,14 @@ def token_loss_sum(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Te
 def train(model: nn.Module, processor: Any, records: list[dict], cfg: TrainConfig, *,
           device: torch.device, dtype: torch.dtype, checkpoint_dir: str | os.PathLike | None,
           fingerprint: dict[str, Any], on_event: EventFn | None = None,
-          should_stop: StopFn | None = None) -> TrainResult:
+          should_stop: StopFn | None = None, extra_loss: ExtraLossFn | None = None) -> TrainResult:
     """Train the model's trainable parameters on `records`, resuming from `checkpoint_dir`.
 
     Checkpoints every `cfg.checkpoint_every` steps and at the end; when `should_stop()` turns
     true at a step boundary, checkpoints and raises `Stopped`. A checkpoint is only resumed
     if `fingerprint` (plus the config and sample count, added here) matches the one it holds.
+    `extra_loss(model, batch, step)`, when given, adds a method's regulariser to each
+    micro-batch's loss (weighted 1/grad_accum, like the micro-batch's share of the step).
     """
     if not records:
         raise EngineError("no training samples for this stage")
@@ -174,17 +177,24 @@ def train(model: nn.Module, processor: Any, records: list[dict], cfg: TrainConfi
             batches = [batch_for(e, b) for e, b in schedule.micro_batches(step)]
             n_tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches)
             optimizer.zero_grad(set_to_none=True)
-            loss_total = 0.0
+            loss_total, aux_total = 0.0, None
             for batch in batches:
-                loss = token_loss_sum(model, _to_device(batch, device, dtype)) / max(n_tokens, 1)
-                loss.backward()
+                on_device = _to_device(batch, device, dtype)
+                loss = token_loss_sum(model, on_device) / max(n_tokens, 1)
                 loss_total += float(loss.detach())
+                aux = extra_loss(model, on_device, step) if extra_loss is not None else None
+                if aux is not None:
+                    aux = aux / len(batches)
+                    aux_total = (aux_total or 0.0) + float(aux.detach())
+                    loss = loss + aux
+                loss.backward()
                 seen += batch["input_ids"].shape[0]
             if cfg.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_([p for _, p in named], cfg.grad_clip)
             optimizer.step()
             done, loss_value = step + 1, loss_total
-            emit({"type": "loss", "step": done, "loss": loss_value, "lr": lr})
+            emit({"type": "loss", "step": done, "loss": loss_value, "lr": lr,
+                  **({"aux_loss": aux_total} if aux_total is not None else {})})
             now = time.monotonic()
             if now - last_progress >= 1.0 or done in (start + 1, total):
                 elapsed = max(now - t0, 1e-9)

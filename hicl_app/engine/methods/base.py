@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from ..errors import EngineError
 
 if TYPE_CHECKING:
+    import torch
     from torch import nn
 
     from ..spec import StageSpec
@@ -25,6 +26,8 @@ class Method(ABC):
     name: ClassVar[str]
     #: accepted method options and their defaults; anything else is refused
     defaults: ClassVar[dict[str, Any]] = {}
+    #: one line of help per option; `hicl run start` offers each as `--option-name`
+    option_help: ClassVar[dict[str, str]] = {}
 
     def __init__(self, options: dict[str, Any] | None = None):
         options = dict(options or {})
@@ -54,3 +57,11 @@ class Method(ABC):
     def eval_model(self, model: nn.Module, spec: StageSpec) -> nn.Module:
         """The model that answers after training; the trained model itself unless overridden."""
         return model
+
+    def extra_loss(self, model: nn.Module, batch: dict[str, torch.Tensor], step: int) -> torch.Tensor | None:
+        """A term added to the task loss of each micro-batch of optimizer step `step` (None: none).
+
+        Called by the training loop with the batch already on the model's device; it must be a
+        pure function of (model, batch, step) so that a resumed stage follows the same trajectory.
+        """
+        return None
