@@ -14,7 +14,7 @@ from ..settings import Settings
 
 # The newest Alembic revision in migrations/versions. Checked against Alembic's own head by a
 # test, and used so that a catalog already at head is opened without importing Alembic.
-HEAD_REVISION = "0002_pushes"
+HEAD_REVISION = "0003_cka"
 BUSY_TIMEOUT_MS = 30_000
 
 

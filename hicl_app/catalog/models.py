@@ -177,3 +177,25 @@ class Push(SQLModel, table=True):
     private: bool = False
     files: dict = _json()  # path in the repo -> {"sha256": ..., "size": ...}
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class CkaResult(SQLModel, table=True):
+    """CKA similarity between the task models of a run at one decoder layer, on shared probe inputs.
+
+    `labels` names the rows/columns of `matrix` (task names, in task order); `mean_cross` is the
+    mean of the off-diagonal cells (the per-layer figure used to choose expanded layers).
+    """
+
+    __tablename__ = "cka_results"
+    __table_args__ = (UniqueConstraint("run_id", "kernel", "layer", name="uq_cka_run_kernel_layer"),)
+
+    id: Optional[int] = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="runs.id", index=True, ondelete="CASCADE")
+    kernel: str  # linear | rbf
+    layer: int  # decoder layer index, 0-based
+    labels: list = _json(list)
+    matrix: list = _json(list)
+    mean_cross: float
+    n_probe: int
+    details: dict = _json()  # probe tasks, per-task probe counts, feature kind
+    created_at: datetime = Field(default_factory=utcnow)
