@@ -1,4 +1,4 @@
-"""`hicl worker`: claim queued stage jobs and run them."""
+"""`hicl worker`: claim queued jobs and run each in its own process."""
 
 from __future__ import annotations
 
@@ -8,27 +8,38 @@ from .context import AppContext, pass_app
 from .output import info
 
 
+def job_label(job) -> str:
+    if job.kind == "stage":
+        return f"job {job.id}: run {job.run_id} stage {job.payload.get('stage_index')}"
+    return f"job {job.id}: {job.kind}"
+
+
 @click.command("worker")
 @click.option("--once", is_flag=True, help="Run at most one job, then exit.")
-@click.option("--max-jobs", type=int, help="Exit after this many jobs.")
-@click.option("--idle-exit", type=float, help="Exit after this many seconds with nothing to run.")
+@click.option("--max-jobs", type=click.IntRange(1), help="Exit after this many jobs.")
+@click.option("--idle-exit", type=click.FloatRange(0), help="Exit after this many seconds with nothing to run.")
+@click.option("--lease", "lease_seconds", type=click.IntRange(2), default=60, show_default=True,
+              help="Seconds a job's lease lasts without a heartbeat (the worker renews it every third).")
 @pass_app
-def worker(app: AppContext, once: bool, max_jobs: int | None, idle_exit: float | None) -> None:
-    """Run queued jobs of this workspace until stopped (Ctrl-C)."""
+def worker(app: AppContext, once: bool, max_jobs: int | None, idle_exit: float | None, lease_seconds: int) -> None:
+    """Run queued jobs of this workspace until stopped (Ctrl-C or SIGTERM: the running job
+    checkpoints and goes back to the queue). Several workers may share a workspace."""
     from ..worker.loop import Worker
 
-    w = Worker(app.catalog, on_job=lambda job: info(f"job {job.id}: run {job.run_id} stage {job.payload.get('stage_index')}"))
+    def on_end(job, status):
+        info(f"job {job.id} {status}")
+
+    w = Worker(app.catalog, isolate=True, lease_seconds=lease_seconds, on_job=lambda job: info(job_label(job)),
+               on_end=on_end)
     info(f"worker {w.owner} on {app.settings.home}")
     if once:
-        status = w.run_one()
-        info(f"job {status}" if status else "nothing to run")
-        return
+        max_jobs, idle_exit = 1, 0.0
     try:
         n = w.run(max_jobs=max_jobs, idle_exit=idle_exit)
     except KeyboardInterrupt:
         info("worker stopped")
         return
-    info(f"worker ran {n} job(s)")
+    info(f"worker ran {n} job(s)" if n or not once else "nothing to run")
 
 
 COMMANDS = [worker]

@@ -1,7 +1,10 @@
 """Running one stage job: build the engine's inputs from the catalog, write its results back.
 
 The worker is the only place that writes the catalog during a job; the engine gets plain paths
-and dataclasses and reports through a callback.
+and dataclasses and reports through a callback. A stage job that died (worker killed, machine
+rebooted) is simply run again: the engine resumes from the stage's last checkpoint and follows
+the same trajectory, and the catalog writes below are idempotent (curve points after the
+checkpoint are replaced, scores upserted, the stage's adapter row replaced).
 """
 
 from __future__ import annotations
@@ -9,12 +12,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from sqlalchemy import delete, update
+
 from ..catalog import queue
 from ..catalog.db import Catalog
 from ..catalog.models import Adapter, CurvePoint, Job, Run, Stage, utcnow
 from ..catalog.runs import add_event, scores_of, stages_of, upsert_score
 from ..catalog.tasks import get_task, missing_images
 from ..errors import HiclError
+from .context import LEASE, JobContext
 
 
 class PreflightError(HiclError):
@@ -74,94 +80,121 @@ def build_spec(catalog: Catalog, run: Run, stage: Stage):
 
 
 class _Reporter:
-    """Turns engine events into catalog rows, batching writes so the hot loop is not slowed."""
+    """Turns engine events into catalog rows, batching writes so the hot loop is not slowed.
 
-    def __init__(self, catalog: Catalog, job: Job, stage: Stage, log, on_progress=None, every: float = 1.0):
-        self.catalog, self.job, self.stage, self.log = catalog, job, stage, log
-        self.on_progress = on_progress
+    Every write is fenced by the job's lease. Loss points up to a step are committed before the
+    engine writes that step's checkpoint (at checkpoint steps, at the last step, and when a stop
+    is about to be checkpointed), and a resumed job first deletes the points after its
+    checkpoint, so a crash at any moment leaves each step's point exactly once.
+    """
+
+    def __init__(self, ctx: JobContext, stage: Stage, checkpoint_every: int, every: float = 1.0):
+        self.ctx, self.stage, self.checkpoint_every = ctx, stage, checkpoint_every
         self.every = every
         self.points: list[CurvePoint] = []
         self.progress: dict | None = None
         self.last_flush = 0.0
-        self.last_cancel_check = 0.0
-        self.cancelled = False
 
     def __call__(self, event: dict) -> None:
         kind = event.get("type")
+        boundary = False
         if kind == "loss":
+            step = int(event["step"])
             for name in ("loss", "lr"):
                 if event.get(name) is not None:
-                    self.points.append(CurvePoint(run_id=self.job.run_id, stage_index=self.stage.index, name=name,
-                                                  step=int(event["step"]), value=float(event[name])))
+                    self.points.append(CurvePoint(run_id=self.ctx.job.run_id, stage_index=self.stage.index, name=name,
+                                                  step=step, value=float(event[name])))
+            boundary = bool(self.checkpoint_every) and step % self.checkpoint_every == 0
         elif kind == "progress":
             self.progress = {k: v for k, v in event.items() if k != "type"}
-            if self.on_progress:
-                self.on_progress(self.stage, self.progress)
+            boundary = self.progress.get("step") == self.progress.get("total")
+            if self.ctx.on_progress:
+                self.ctx.on_progress(self.stage, self.progress)
         elif kind in ("log", "checkpoint", "eval"):
-            self.log.write(f"{time.strftime('%H:%M:%S')} {kind}: {event}\n")
-            self.log.flush()
-        if time.monotonic() - self.last_flush >= self.every:
+            self.ctx.say(f"{kind}: {event.get('message', event)}")
+        if boundary or time.monotonic() - self.last_flush >= self.every:
             self.flush()
 
     def flush(self) -> None:
         self.last_flush = time.monotonic()
-        points, self.points = self.points, []
-        with self.catalog.session() as s:
-            s.add_all(points)
-            if self.progress is not None:
-                job = s.get(Job, self.job.id)
-                job.progress = dict(self.progress)
-                s.add(job)
+        points, progress = list(self.points), self.progress
+        job_id, owner = self.ctx.job.id, self.ctx.owner
+
+        def write() -> None:
+            with self.ctx.catalog.session() as s:
+                _fence(s, job_id, owner, **({"progress": dict(progress)} if progress is not None else {}))
+                s.add_all([CurvePoint(**p.model_dump(exclude={"id"})) for p in points])
+
+        try:
+            queue.with_busy_retry(write)
+        except queue.LeaseLost:
+            self.ctx.interrupt(LEASE)
+            raise
+        self.points = self.points[len(points):]
 
     def should_stop(self) -> bool:
-        now = time.monotonic()
-        if now - self.last_cancel_check >= 1.0:
-            self.last_cancel_check = now
-            self.cancelled = queue.cancel_requested(self.catalog, self.job.id)
-        return self.cancelled
+        stop = self.ctx.should_stop()
+        if stop and self.ctx.reason != LEASE:
+            self.flush()  # the engine checkpoints next: its points must be in the catalog first
+        return stop
 
 
-def run_stage_job(catalog: Catalog, job: Job, on_progress=None) -> str:
-    """Run a claimed stage job to the end; returns the job's final status."""
-    from ..engine.errors import Stopped
+def _fence(s, job_id: int, owner: str, **values) -> None:
+    """First statement of a job's write transaction: take the write lock and check the lease
+    is still ours (LeaseLost, and nothing of the transaction is kept, when it is not)."""
+    stmt = update(Job).where(Job.id == job_id, Job.lease_owner == owner, Job.status == "running")
+    stmt = stmt.values(**values) if values else stmt.values(heartbeat_at=Job.heartbeat_at)
+    if s.execute(stmt.execution_options(synchronize_session=False)).rowcount != 1:
+        raise queue.LeaseLost(f"job {job_id} is no longer held by {owner}")
+
+
+def _checkpoint_step(ckpt_dir: Path) -> int:
+    """The step of the newest published checkpoint (0 when there is none)."""
+    steps = [int(p.name[5:]) for p in ckpt_dir.glob("step-*") if p.is_dir() and p.name[5:].isdigit()] \
+        if ckpt_dir.is_dir() else []
+    return max(steps, default=0)
+
+
+def run_stage_job(ctx: JobContext) -> str:
+    """Run a claimed stage job to the end and record its results with the job's completion, in
+    one transaction fenced by the lease. `Stopped` propagates to the caller."""
     from ..engine.pipeline import run_stage
 
-    with catalog.session() as s:
-        stage = s.get(Stage, job.stage_id)
-        run = s.get(Run, job.run_id)
-        stage.status, stage.started_at = "running", stage.started_at or utcnow()
-        if run.status == "queued":
-            run.status, run.started_at = "running", utcnow()
-        s.add_all([stage, run])
-    log_path = catalog.settings.logs / f"job-{job.id}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with catalog.session() as s:
-        j = s.get(Job, job.id)
-        j.log_path = str(log_path)
-        s.add(j)
-    with open(log_path, "a", encoding="utf-8") as log:
-        log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} job {job.id}: run {run.id} stage {stage.index} "
-                  f"({run.method}, train on {', '.join(stage.train_tasks)}), attempt {job.attempts}\n")
-        reporter = _Reporter(catalog, job, stage, log, on_progress)
-        spec = build_spec(catalog, run, stage)
-        try:
-            if stage.index == 0:
-                _zero_shot(catalog, run, spec, reporter)
-            result = run_stage(spec, on_event=reporter, should_stop=reporter.should_stop)
-        except Stopped:
-            reporter.flush()
-            log.write("cancelled at a step boundary; the last checkpoint is kept\n")
-            queue.finish(catalog, job.id, "cancelled", error="cancelled by the user")
-            return "cancelled"
-        reporter.flush()
-        _record_result(catalog, run, stage, spec, result)
-        log.write(f"done: {result.steps} steps, scores " +
-                  ", ".join(f"{k}={v['score']:.2f}" for k, v in result.scores.items()) + "\n")
-    queue.finish(catalog, job.id, "done")
+    catalog, job = ctx.catalog, ctx.job
+
+    def begin() -> tuple[Run, Stage]:
+        with catalog.session() as s:
+            _fence(s, job.id, ctx.owner, progress={})
+            stage = s.get(Stage, job.stage_id)
+            run = s.get(Run, job.run_id)
+            stage.status, stage.started_at = "running", stage.started_at or utcnow()
+            if run.status == "queued":
+                run.status, run.started_at = "running", run.started_at or utcnow()
+            _, ckpt_dir = stage_paths(catalog, run.id, stage.index)
+            resume_at = _checkpoint_step(ckpt_dir)
+            # points after the checkpoint were written by an attempt that died: the engine
+            # replays those steps exactly and reports them again
+            s.execute(delete(CurvePoint).where(CurvePoint.run_id == run.id, CurvePoint.stage_index == stage.index,
+                                               CurvePoint.step > resume_at))
+            s.add_all([stage, run])
+            return run, stage
+
+    run, stage = queue.with_busy_retry(begin)
+    ctx.say(f"job {job.id}: run {run.id} stage {stage.index} ({run.method}, train on "
+            f"{', '.join(stage.train_tasks)}), attempt {job.attempts}")
+    spec = build_spec(catalog, run, stage)
+    reporter = _Reporter(ctx, stage, spec.train.checkpoint_every)
+    if stage.index == 0:
+        _zero_shot(ctx, run, spec, reporter)
+    result = run_stage(spec, on_event=reporter, should_stop=reporter.should_stop)
+    reporter.flush()
+    queue.with_busy_retry(lambda: _record_result(ctx, run, stage, spec, result))
+    ctx.say(f"done: {result.steps} steps, scores " +
+            ", ".join(f"{k}={v['score']:.2f}" for k, v in result.scores.items()))
     return "done"
 
 
-def _zero_shot(catalog: Catalog, run: Run, spec, reporter: _Reporter) -> None:
+def _zero_shot(ctx: JobContext, run: Run, spec, reporter: _Reporter) -> None:
     """Score the base model before any training (row -1): the reference for FWT and for general
     retention. Only the tasks that need it: all with eval_all, the held-out general task."""
     from ..engine.pipeline import run_eval
@@ -170,23 +203,31 @@ def _zero_shot(catalog: Catalog, run: Run, spec, reporter: _Reporter) -> None:
     wanted = set(run.task_order) if cfg.get("eval_all") else set()
     if cfg.get("general_task"):
         wanted.add(cfg["general_task"])
-    with catalog.session() as s:
+    with ctx.catalog.session() as s:
         done = {c.task_name for c in scores_of(s, run.id) if c.stage_index == -1}
     tasks = [t for t in spec.eval_tasks if t.name in wanted - done]
     if not tasks:
         return
     out = spec.stage_dir.parent / "zero-shot"
     scores = run_eval(spec.model, tasks, spec.eval, out, on_event=reporter, should_stop=reporter.should_stop)
-    with catalog.session() as s:
-        for name, cell in scores.items():
-            upsert_score(s, run.id, -1, name, score=float(cell["score"]), n=int(cell["n"]),
-                         scorer=next(t.scorer for t in tasks if t.name == name),
-                         predictions_path=cell.get("predictions_path"), details=cell.get("details", {}))
+
+    def write() -> None:
+        with ctx.catalog.session() as s:
+            _fence(s, ctx.job.id, ctx.owner)
+            for name, cell in scores.items():
+                upsert_score(s, run.id, -1, name, score=float(cell["score"]), n=int(cell["n"]),
+                             scorer=next(t.scorer for t in tasks if t.name == name),
+                             predictions_path=cell.get("predictions_path"), details=cell.get("details", {}))
+
+    queue.with_busy_retry(write)
 
 
-def _record_result(catalog: Catalog, run: Run, stage: Stage, spec, result) -> None:
+def _record_result(ctx: JobContext, run: Run, stage: Stage, spec, result) -> None:
+    """Adapter, scores, stage and run status, and the job closed as done: all or nothing."""
     adapter_file = Path(result.adapter_dir) / "adapter_model.safetensors"
-    with catalog.session() as s:
+    with ctx.catalog.session() as s:
+        queue.close_job(s, ctx.job.id, "done", owner=ctx.owner)  # first: takes the lock, checks the lease
+        s.execute(delete(Adapter).where(Adapter.stage_id == stage.id))
         st = s.get(Stage, stage.id)
         st.status, st.finished_at = "done", utcnow()
         st.steps, st.train_samples = result.steps, result.train_samples
@@ -207,7 +248,7 @@ def _record_result(catalog: Catalog, run: Run, stage: Stage, spec, result) -> No
             r.status, r.finished_at = "completed", utcnow()
         s.add(r)
         add_event(s, f"stage {stage.index} done: " + ", ".join(f"{k} {v['score']:.1f}" for k, v in result.scores.items()),
-                  run_id=run.id)
+                  run_id=run.id, job_id=ctx.job.id)
 
 
 def _sha(path: Path) -> str:
