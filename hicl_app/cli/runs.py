@@ -84,11 +84,12 @@ def run() -> None:
 @click.option("-o", "--option", "options", multiple=True, help="Method option KEY=VALUE (repeatable).")
 @method_flags
 @click.option("--wait", is_flag=True, help="Run the stages here, in the foreground, until the run ends.")
+@click.option("--no-worker", is_flag=True, help="Do not start a background worker (run `hicl worker` yourself).")
 @click.option("--json", "as_json", is_flag=True)
 @pass_app
 def run_start(app: AppContext, method, task_list, base, name, rank, alpha, lr, epochs, max_steps, batch_size,
               grad_accum, warmup_ratio, seed, checkpoint_every, eval_batch_size, max_new_tokens, eval_all,
-              device, dtype, options, wait, as_json, **method_opts) -> None:
+              device, dtype, options, wait, no_worker, as_json, **method_opts) -> None:
     """Record a run and queue one job per stage; prints the run id.
 
     Method options come as flags (`--fusion sum`) or as `-o KEY=VALUE`; a flag wins.
@@ -110,7 +111,11 @@ def run_start(app: AppContext, method, task_list, base, name, rank, alpha, lr, e
         emit_json({"run_id": run_row.id, "name": run_row.name, "status": run_row.status})
     elif not as_json:
         click.echo(run_row.id)
-        info(f"run {run_row.id} ({run_row.name}) queued; `hicl worker` runs it, `hicl run show {run_row.id}` follows it")
+        info(f"run {run_row.id} ({run_row.name}) queued; `hicl jobs` and `hicl run show {run_row.id}` follow it")
+    if not wait:
+        from .jobs import ensure_worker
+
+        ensure_worker(app, no_worker)
     if wait:
         status = wait_for_run(app, run_row.id)
         if as_json:
@@ -133,7 +138,7 @@ def wait_for_run(app: AppContext, run_id: int) -> str:
             click.echo("", err=True)
         info(f"job {job.id}: run {job.run_id} stage {job.payload.get('stage_index')}")
 
-    worker = Worker(app.catalog, on_progress=on_progress, on_job=on_job, poll=0.5)
+    worker = Worker(app.catalog, on_progress=on_progress, on_job=on_job, poll=0.5, isolate=True)
     worker.run(until=lambda: queue.runnable_jobs(app.catalog, run_id) == 0)
     if tty:
         click.echo("", err=True)
@@ -142,6 +147,30 @@ def wait_for_run(app: AppContext, run_id: int) -> str:
         if r.status != "completed" and r.error:
             info(f"run {run_id} {r.status}: {r.error}")
         return r.status
+
+
+@run.command("resume")
+@click.argument("run_ref")
+@click.option("--wait", is_flag=True, help="Run the rest here, in the foreground, until the run ends.")
+@click.option("--no-worker", is_flag=True, help="Do not start a background worker.")
+@pass_app
+def run_resume(app: AppContext, run_ref: str, wait: bool, no_worker: bool) -> None:
+    """Continue a failed or cancelled run from its first unfinished stage, which resumes from
+    its last checkpoint."""
+    from ..catalog import queue
+
+    run_id, ids = queue.resume_run(app.catalog, run_ref)
+    if ids:
+        info(f"run {run_id}: job(s) {', '.join(map(str, ids))} queued again")
+    else:
+        info(f"run {run_id} is still queued or running: nothing to re-queue")
+    if wait:
+        if wait_for_run(app, run_id) != "completed":
+            sys.exit(1)
+    else:
+        from .jobs import ensure_worker
+
+        ensure_worker(app, no_worker)
 
 
 def progress_printer():
