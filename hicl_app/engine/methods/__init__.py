@@ -6,10 +6,11 @@ from typing import Any
 
 from ..errors import EngineError
 from .base import Method
+from .hide import Hide
 from .joint import Joint
 from .seq_lora import SeqLora
 
-METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (SeqLora, Joint)}
+METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (SeqLora, Joint, Hide)}
 
 
 def method_names() -> list[str]:

@@ -1,0 +1,149 @@
+"""Task experts: one LoRA's factors per target module, and the hook that mixes several of them.
+
+An expert is read out of a trained PEFT model (`from_peft`) or a saved PEFT adapter folder
+(`from_adapter_dir`), keyed by module paths relative to the base model, so the same expert can
+be attached to a fresh base without PEFT. `RoutedDelta` adds Σ_e w[b,e]·scale_e·B_e A_e x to a
+linear layer's output with per-sample weights w read from a shared `RoutingState`; with several
+experts the factors are concatenated along the rank, so the mixture costs two matmuls whatever
+the number of experts.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import EngineError
+
+
+@dataclass
+class Expert:
+    """One task's LoRA: module path -> (A [r, in], B [out, r]) and the path's scale (alpha / r)."""
+
+    name: str
+    factors: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    scales: dict[str, float]
+
+    def delta(self, path: str) -> torch.Tensor:
+        """scale · B A of one module, in float32."""
+        a, b = self.factors[path]
+        return self.scales[path] * (b.float() @ a.float())
+
+    def n_params(self, paths: list[str] | None = None) -> int:
+        return sum(a.numel() + b.numel() for p, (a, b) in self.factors.items() if paths is None or p in paths)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    getter = getattr(model, "get_base_model", None)
+    return getter() if callable(getter) else model
+
+
+def from_peft(model: nn.Module, name: str) -> Expert:
+    """The active LoRA adapter of a PEFT model as an Expert (factors copied to the CPU)."""
+    from peft.tuners.lora import LoraLayer
+
+    active = getattr(model, "active_adapter", "default")
+    active = active[0] if isinstance(active, (list, tuple)) else active
+    factors, scales = {}, {}
+    for path, module in _unwrap(model).named_modules():
+        if isinstance(module, LoraLayer) and active in module.lora_A:
+            if getattr(module, "use_dora", {}).get(active, False):
+                raise EngineError(f"module {path} uses DoRA, which a HiDe expert cannot hold", hint="train plain LoRA")
+            a = module.lora_A[active].weight.detach().to("cpu", copy=True)
+            b = module.lora_B[active].weight.detach().to("cpu", copy=True)
+            factors[path], scales[path] = (a, b), float(module.scaling[active])
+    if not factors:
+        raise EngineError("the model carries no LoRA layers to read an expert from")
+    return Expert(name=name, factors=factors, scales=scales)
+
+
+def from_adapter_dir(base: nn.Module, adapter_dir: str | os.PathLike, name: str) -> Expert:
+    """Read a saved PEFT adapter by attaching it to `base` with PEFT, then detaching it again."""
+    from ..adapters import load_lora
+
+    peft_model = load_lora(base, Path(adapter_dir))
+    try:
+        return from_peft(peft_model, name)
+    finally:
+        peft_model.unload()
+
+
+@dataclass
+class RoutingState:
+    """Per-sample expert weights [batch, experts], shared by every routed layer of a model.
+
+    `fixed` (one weight vector) overrides routing for every sample, e.g. one-hot to run a single
+    task expert's model when measuring CKA.
+    """
+
+    n_experts: int
+    weights: torch.Tensor | None = None
+    fixed: torch.Tensor | None = None
+
+    def for_batch(self, batch: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        if self.fixed is not None:
+            return self.fixed.to(device, dtype).expand(batch, -1)
+        if self.weights is None:
+            raise EngineError("routed layer called before any routing weights were computed",
+                              hint="call the model with input_ids (and pixel_values) so the prefill routes it")
+        if self.weights.shape[0] != batch:
+            raise EngineError(f"routing weights are for a batch of {self.weights.shape[0]}, the layer got {batch}",
+                              hint="start a new generation: routing is computed at prefill")
+        return self.weights.to(device, dtype)
+
+
+@dataclass
+class RoutedDelta:
+    """Forward hook: output + Σ_e w[b, e] · scale_e · B_e A_e x, one weight vector per sample."""
+
+    a_cat: torch.Tensor  # [R, in], the experts' A stacked along the rank
+    b_cat: torch.Tensor  # [out, R]
+    owner: torch.Tensor  # [R] expert index of each rank row
+    row_scale: torch.Tensor  # [R] the owning expert's scale
+    state: RoutingState
+    handle: object = field(default=None, repr=False)
+
+    def __call__(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        x = args[0]
+        w = self.state.for_batch(x.shape[0], x.device, x.dtype)  # [b, E]
+        coef = w[:, self.owner] * self.row_scale  # [b, R]
+        h = (x @ self.a_cat.T) * coef.view(x.shape[0], *([1] * (x.dim() - 2)), -1)
+        return output + h @ self.b_cat.T
+
+
+def routed_delta(experts: list[Expert], path: str, state: RoutingState, device: torch.device,
+                 dtype: torch.dtype) -> RoutedDelta:
+    """The routed hook of module `path` over `experts` (each must have factors for it)."""
+    missing = [e.name for e in experts if path not in e.factors]
+    if missing:
+        raise EngineError(f"expert(s) {', '.join(missing)} have no factors for {path}",
+                          hint="every task expert must target the same modules (same run config)")
+    a_cat = torch.cat([e.factors[path][0] for e in experts]).to(device, dtype)
+    b_cat = torch.cat([e.factors[path][1] for e in experts], dim=1).to(device, dtype)
+    owner = torch.cat([torch.full((e.factors[path][0].shape[0],), i, dtype=torch.long) for i, e in enumerate(experts)])
+    row_scale = torch.cat([torch.full((e.factors[path][0].shape[0],), e.scales[path]) for e in experts])
+    return RoutedDelta(a_cat, b_cat, owner.to(device), row_scale.to(device, dtype), state)
+
+
+def attach_routed(model: nn.Module, experts: list[Expert], paths: list[str], state: RoutingState) -> list:
+    """Register a RoutedDelta hook on each module in `paths` of `model`; returns the hook handles."""
+    handles = []
+    base = _unwrap(model)
+    for path in paths:
+        module = base.get_submodule(path)
+        weight = _weight_of(module)
+        hook = routed_delta(experts, path, state, weight.device, weight.dtype)
+        handles.append(module.register_forward_hook(hook))
+    return handles
+
+
+def _weight_of(module: nn.Module) -> torch.Tensor:
+    inner = getattr(module, "base_layer", module)  # a PEFT LoraLayer wraps the linear
+    weight = getattr(inner, "weight", None)
+    if weight is None:
+        raise EngineError(f"{type(module).__name__} has no weight to attach an expert to")
+    return weight

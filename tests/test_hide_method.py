@@ -1,0 +1,156 @@
+"""The `hide` method on the tiny LLaVA: two stages, the saved state, routing, batching and fusion."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from engine_fixtures import cl_tasks, read_jsonl, tiny_base_dir  # noqa: F401  (session fixtures)
+
+from hicl_app.engine.config import EvalConfig, ModelConfig, TrainConfig
+from hicl_app.engine.data import Encoder, collate
+from hicl_app.engine.errors import EngineError
+from hicl_app.engine.generate import generate_answers
+from hicl_app.engine.hide.model import handle_of
+from hicl_app.engine.hide.state import load_state
+from hicl_app.engine.methods import get_method
+from hicl_app.engine.models import load_base
+from hicl_app.engine.pipeline import StageSpec, run_stage
+from hicl_app.engine.train import train
+
+ORDER = ["color", "bg"]
+STEPS = 30
+
+
+def _spec(base, tasks, root, index, prev, **options):
+    return StageSpec(method="hide", method_options=options, stage_index=index, n_stages=2,
+                     train_tasks=[tasks[ORDER[index]]], eval_tasks=[tasks[n] for n in ORDER[:index + 1]],
+                     model=ModelConfig(str(base)),
+                     train=TrainConfig(max_steps=STEPS, lr=2e-3, checkpoint_every=0, warmup_ratio=0.1),
+                     eval=EvalConfig(batch_size=16, max_new_tokens=4), stage_dir=root / f"stage-{index}",
+                     prev_stage_dir=prev, checkpoint_dir=root / "ckpt" / f"stage-{index}")
+
+
+def _batch(processor, records):
+    enc = Encoder(processor)
+    batch = collate([enc.encode(r, with_answer=False) for r in records], processor.tokenizer.pad_token_id, "left")
+    batch.pop("labels")
+    return batch
+
+
+def _mixed_test_records(cl_tasks, n=4):
+    return [r for name in ORDER for r in read_jsonl(cl_tasks[name].test_path)[:n]]
+
+
+@pytest.fixture(scope="module")
+def two_stages(tiny_base_dir, cl_tasks, tmp_path_factory):
+    """Stage 0 through run_stage; stage 1 by hand so its in-memory evaluation model can be compared
+    with the one loaded back from disk."""
+    root = tmp_path_factory.mktemp("hide-run")
+    first = run_stage(_spec(tiny_base_dir, cl_tasks, root, 0, None))
+    spec = _spec(tiny_base_dir, cl_tasks, root, 1, root / "stage-0")
+    method = get_method("hide")
+    loaded = load_base(spec.model)
+    torch.manual_seed(0)
+    model = method.prepare(loaded.model, spec)
+    train(model, loaded.processor, read_jsonl(cl_tasks["bg"].train_path), spec.train, device=loaded.device,
+          dtype=loaded.dtype, checkpoint_dir=None, fingerprint={})
+    files = method.save(model, spec)
+    net = method.eval_model(model, spec)
+    batch = _batch(loaded.processor, _mixed_test_records(cl_tasks))
+    with torch.no_grad():
+        logits = net(**batch).logits
+    weights = handle_of(net).last_weights.clone()
+    return {"root": root, "first": first, "files": files, "logits": logits, "weights": weights, "batch": batch,
+            "processor": loaded.processor, "net": net}
+
+
+def _hide_model(base_dir, stage_dir, **options):
+    loaded = load_base(ModelConfig(str(base_dir)))
+    return loaded, get_method("hide", options).load(loaded.model, stage_dir)
+
+
+def test_stage_state_holds_every_expert_anchors_and_a_peft_adapter(two_stages, tiny_base_dir):
+    from peft import PeftModel
+    from transformers import AutoModelForImageTextToText
+
+    root = two_stages["root"]
+    assert set(two_stages["first"].files) >= {"adapter/adapter_model.safetensors", "hide/experts.safetensors",
+                                              "hide/anchors.safetensors", "hide/manifest.json"}
+    assert set(two_stages["files"]) >= {"adapter/adapter_config.json", "hide/manifest.json"}
+    state = load_state(root / "stage-1")
+    assert state.tasks == ORDER and state.expanded_layers == [3] and state.n_layers == 4
+    assert state.anchors_txt.shape[0] == 2 and state.anchors_img.shape[0] == 2
+    assert set(state.probes) == set(ORDER) and all(len(v) == 16 for v in state.probes.values())
+    # stage 0's expert is carried over unchanged; stage 1's own expert is the PEFT adapter beside it
+    first = load_state(root / "stage-0").experts[0]
+    path = next(iter(first.factors))
+    assert torch.equal(state.experts[0].factors[path][0], first.factors[path][0])
+    assert not torch.equal(state.experts[1].factors[path][0], first.factors[path][0])  # a fresh expert per task
+    PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(tiny_base_dir), root / "stage-1" / "adapter")
+    manifest = json.loads((root / "stage-1" / "hide" / "manifest.json").read_text())
+    assert manifest["tasks"] == ORDER and manifest["encoder"]["kind"] == "model"
+
+
+def test_a_stage_saved_and_loaded_back_gives_the_same_logits(two_stages, tiny_base_dir):
+    loaded, net = _hide_model(tiny_base_dir, two_stages["root"] / "stage-1")
+    with torch.no_grad():
+        logits = net(**two_stages["batch"]).logits
+    assert torch.allclose(logits, two_stages["logits"], atol=1e-5)
+    assert torch.allclose(handle_of(net).last_weights, two_stages["weights"], atol=1e-6)
+    # and it is not the base model's output
+    base = load_base(ModelConfig(str(tiny_base_dir))).model
+    with torch.no_grad():
+        assert not torch.allclose(base(**two_stages["batch"]).logits, logits, atol=1e-3)
+
+
+def test_routing_sends_each_test_sample_to_its_own_task(two_stages, cl_tasks):
+    net, processor = two_stages["net"], two_stages["processor"]
+    for t, name in enumerate(ORDER):
+        records = read_jsonl(cl_tasks[name].test_path)
+        with torch.no_grad():
+            net(**_batch(processor, records))
+        picked = handle_of(net).last_weights.argmax(1)
+        assert (picked == t).float().mean() >= 0.9, (name, picked.tolist())
+
+
+def test_batched_and_one_by_one_predictions_agree(two_stages, cl_tasks):
+    net, processor = two_stages["net"], two_stages["processor"]
+    records = _mixed_test_records(cl_tasks, n=5)
+    kwargs = dict(device=torch.device("cpu"), dtype=torch.float32)
+    batched = generate_answers(net, processor, records, EvalConfig(batch_size=10, max_new_tokens=4), **kwargs)
+    single = generate_answers(net, processor, records, EvalConfig(batch_size=1, max_new_tokens=4), **kwargs)
+    assert batched == single
+    # the per-sample routing weights, too: row i of a batch is what sample i alone gets
+    with torch.no_grad():
+        net(**_batch(processor, records))
+        together = handle_of(net).last_weights.clone()
+        for i, r in enumerate(records):
+            net(**_batch(processor, [r]))
+            assert torch.allclose(handle_of(net).last_weights[0], together[i], atol=1e-5)
+    assert len({tuple(w.round(decimals=3).tolist()) for w in together}) > 1  # samples really are routed apart
+
+
+@pytest.mark.parametrize("fusion", ["sum", "mean-delta", "ties"])
+def test_merged_and_per_forward_fused_layers_give_the_same_outputs(two_stages, tiny_base_dir, fusion):
+    batch = two_stages["batch"]
+    _, merged = _hide_model(tiny_base_dir, two_stages["root"] / "stage-1", fusion=fusion)
+    _, rebuilt = _hide_model(tiny_base_dir, two_stages["root"] / "stage-1", fusion=fusion, merge_fused=False)
+    assert handle_of(merged).fused_paths and handle_of(merged).expanded_paths
+    with torch.no_grad():
+        assert torch.allclose(merged(**batch).logits, rebuilt(**batch).logits, atol=1e-4)
+
+
+def test_expand_list_and_the_expanded_split(two_stages, tiny_base_dir):
+    _, net = _hide_model(tiny_base_dir, two_stages["root"] / "stage-1")
+    handle = handle_of(net)
+    assert all(".layers.3." in p for p in handle.expanded_paths)
+    assert len(handle.expanded_paths) == 7 and len(handle.fused_paths) == 21  # q,k,v,o,gate,up,down x 4 layers
+
+
+def test_a_later_stage_without_the_previous_state_fails_before_training(tiny_base_dir, cl_tasks, tmp_path):
+    spec = _spec(tiny_base_dir, cl_tasks, tmp_path, 1, tmp_path / "missing")
+    loaded = load_base(spec.model)
+    with pytest.raises(EngineError, match="needs the HiDe state of the previous stage"):
+        get_method("hide").prepare(loaded.model, spec)
