@@ -184,6 +184,7 @@ class CkaResult(SQLModel, table=True):
 
     `labels` names the rows/columns of `matrix` (task names, in task order); `mean_cross` is the
     mean of the off-diagonal cells (the per-layer figure used to choose expanded layers).
+    Undefined cells (a side with constant features) are stored as null.
     """
 
     __tablename__ = "cka_results"
@@ -195,7 +196,7 @@ class CkaResult(SQLModel, table=True):
     layer: int  # decoder layer index, 0-based
     labels: list = _json(list)
     matrix: list = _json(list)
-    mean_cross: float
+    mean_cross: Optional[float] = None  # None when undefined (a model with constant features)
     n_probe: int
     details: dict = _json()  # probe tasks, per-task probe counts, feature kind
     created_at: datetime = Field(default_factory=utcnow)

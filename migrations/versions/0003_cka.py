@@ -23,7 +23,7 @@ def upgrade() -> None:
     sa.Column('layer', sa.Integer(), nullable=False),
     sa.Column('labels', sa.JSON(), nullable=False),
     sa.Column('matrix', sa.JSON(), nullable=False),
-    sa.Column('mean_cross', sa.Float(), nullable=False),
+    sa.Column('mean_cross', sa.Float(), nullable=True),
     sa.Column('n_probe', sa.Integer(), nullable=False),
     sa.Column('details', sa.JSON(), nullable=False),
     sa.Column('created_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
