@@ -24,6 +24,10 @@ class TrainConfig:
     lm_head. `max_steps`, when set, overrides `epochs` (optimizer steps, not micro-batches).
     `max_length` counts an image as one token, as LLaVA does (its 576 patches come on top).
     `checkpoint_every` 0 saves only at the end of the stage.
+    `cache_vision` computes a frozen vision tower's features once per image and reuses them
+    across epochs (and keeps each sample's processed inputs); it changes no result.
+    `group_by_length` batches samples of similar length together (less padding, a different
+    but still seeded sample order).
     """
 
     rank: int = 8
@@ -41,6 +45,8 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 50
     max_length: int = 512
+    cache_vision: bool = True
+    group_by_length: bool = False
 
     def __post_init__(self) -> None:
         checks = [
@@ -65,10 +71,15 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    """Greedy generation settings for scoring."""
+    """Greedy generation settings for scoring.
+
+    `cache_vision` reuses (and stores) the frozen vision features of images the model has
+    already seen in this process, e.g. while training; it changes no answer.
+    """
 
     batch_size: int = 32
     max_new_tokens: int = 32
+    cache_vision: bool = True
 
     def __post_init__(self) -> None:
         _check([(self.batch_size >= 1, "batch_size must be >= 1"),

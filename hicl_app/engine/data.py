@@ -104,6 +104,15 @@ class Encoder:
             rendered = prompt + reply
         return pieces
 
+    def length(self, record: dict) -> int:
+        """Text tokens of the training encoding (image placeholder as one): for grouping by length.
+
+        Cheaper than `encode` (no image is opened), and like `max_length` blind to image size.
+        """
+        pieces = self.segments(record, with_answer=True)
+        n = sum(len(self.tokenizer(text, add_special_tokens=False)["input_ids"]) for text, _ in pieces if text)
+        return min(n + sum(is_answer for _, is_answer in pieces), self.max_length)
+
     def encode(self, record: dict, with_answer: bool = True) -> Encoded:
         """Token ids + labels for training (`with_answer`) or the bare prompt for generation.
 
@@ -143,6 +152,31 @@ class Encoder:
             ids, labels = ids[:limit], labels[:limit]
             text_aligned = {k: v[:limit] for k, v in text_aligned.items()}
         return Encoded(ids, labels, image_inputs, text_aligned)
+
+
+class EncodedCache:
+    """Each sample's encoding, made once and reused every epoch, up to `max_bytes` of tensors.
+
+    Encoding means decoding and resizing the image and rendering the template: as costly as a
+    small model's training step, and the same every epoch.
+    """
+
+    def __init__(self, encoder: Encoder, records: list[dict], max_bytes: int = 2 << 30):
+        self.encoder = encoder
+        self.records = records
+        self.max_bytes = max_bytes
+        self.nbytes = 0
+        self.items: dict[int, Encoded] = {}
+
+    def __getitem__(self, index: int) -> Encoded:
+        item = self.items.get(index)
+        if item is None:
+            item = self.encoder.encode(self.records[index])
+            size = 16 * len(item.input_ids) + sum(t.numel() * t.element_size() for t in item.image_inputs.values())
+            if self.nbytes + size <= self.max_bytes:
+                self.items[index] = item
+                self.nbytes += size
+        return item
 
 
 def collate(items: list[Encoded], pad_id: int, padding_side: str) -> dict[str, torch.Tensor]:

@@ -13,6 +13,7 @@ from torch import nn
 
 from .config import EvalConfig
 from .data import Encoder, collate
+from .vision_cache import vision_feature_cache
 
 
 def stop_ids(model: nn.Module, tokenizer: Any) -> set[int]:
@@ -41,20 +42,21 @@ def generate_answers(model: nn.Module, processor: Any, records: list[dict], cfg:
     prompts = [encoder.encode(r, with_answer=False) for r in records]
     order = sorted(range(len(records)), key=lambda i: len(prompts[i].input_ids))
     answers: list[str] = [""] * len(records)
-    try:
-        for start in range(0, len(order), cfg.batch_size):
-            chunk = order[start:start + cfg.batch_size]
-            batch = collate([prompts[i] for i in chunk], pad_id, "left")
-            batch.pop("labels")
-            inputs = {k: (v.to(device, dtype) if v.is_floating_point() else v.to(device)) for k, v in batch.items()}
-            out = model.generate(**inputs, max_new_tokens=cfg.max_new_tokens, do_sample=False,
-                                 pad_token_id=pad_id, eos_token_id=sorted(stops))
-            width = batch["input_ids"].shape[1]
-            for i, row in zip(chunk, out[:, width:].tolist()):
-                cut = next((k for k, t in enumerate(row) if t in stops), len(row))
-                answers[i] = tokenizer.decode(row[:cut], skip_special_tokens=True).strip()
-            if on_batch is not None:
-                on_batch(min(start + cfg.batch_size, len(order)))
-    finally:
-        model.train(was_training)
+    with vision_feature_cache(model, cfg.cache_vision):
+        try:
+            for start in range(0, len(order), cfg.batch_size):
+                chunk = order[start:start + cfg.batch_size]
+                batch = collate([prompts[i] for i in chunk], pad_id, "left")
+                batch.pop("labels")
+                inputs = {k: (v.to(device, dtype) if v.is_floating_point() else v.to(device)) for k, v in batch.items()}
+                out = model.generate(**inputs, max_new_tokens=cfg.max_new_tokens, do_sample=False,
+                                     pad_token_id=pad_id, eos_token_id=sorted(stops))
+                width = batch["input_ids"].shape[1]
+                for i, row in zip(chunk, out[:, width:].tolist()):
+                    cut = next((k for k, t in enumerate(row) if t in stops), len(row))
+                    answers[i] = tokenizer.decode(row[:cut], skip_special_tokens=True).strip()
+                if on_batch is not None:
+                    on_batch(min(start + cfg.batch_size, len(order)))
+        finally:
+            model.train(was_training)
     return answers

@@ -1,9 +1,10 @@
 """The optimisation loop shared by every method: whatever `requires_grad` is what trains.
 
 Deterministic by construction so that a stopped-and-resumed stage follows the same trajectory
-as an uninterrupted one: the sample order of every epoch derives from (seed, epoch) alone, the
-data position is a micro-batch counter, the learning rate is a pure function of the step, and
-checkpoints carry optimizer and RNG state (dropout masks depend on the torch RNG).
+as an uninterrupted one: the sample order of every epoch derives from (seed, epoch) alone (and,
+when grouping by length, from the samples' text lengths, which never change), the data position
+is a micro-batch counter, the learning rate is a pure function of the step, and checkpoints carry
+optimizer and RNG state (dropout masks depend on the torch RNG).
 """
 
 from __future__ import annotations
@@ -23,12 +24,15 @@ from torch import nn
 
 from .checkpoint import latest_checkpoint, load_checkpoint, restore_rng, save_checkpoint
 from .config import TrainConfig, to_dict
-from .data import IGNORE_INDEX, Encoder, collate
+from .data import IGNORE_INDEX, EncodedCache, Encoder, collate
 from .errors import EngineError, Stopped
+from .vision_cache import vision_feature_cache
 
 EventFn = Callable[[dict], None]
 StopFn = Callable[[], bool]
 ExtraLossFn = Callable[[nn.Module, dict[str, torch.Tensor], int], "torch.Tensor | None"]
+#: batches per length-sorted chunk when grouping by length (as in transformers' LengthGroupedSampler)
+GROUP_SPAN = 50
 
 
 @dataclass
@@ -41,10 +45,14 @@ class TrainResult:
 
 @dataclass(frozen=True)
 class Schedule:
-    """Where every optimizer step takes its samples from, and its learning rate."""
+    """Where every optimizer step takes its samples from, and its learning rate.
+
+    `lengths` (one per sample) are used when `cfg.group_by_length` is on.
+    """
 
     n_samples: int
     cfg: TrainConfig
+    lengths: tuple[int, ...] | None = None
 
     @property
     def batches_per_epoch(self) -> int:
@@ -67,6 +75,9 @@ class Schedule:
     def epoch_order(self, epoch: int) -> list[int]:
         order = list(range(self.n_samples))
         random.Random(f"hicl-order:{self.cfg.seed}:{epoch}").shuffle(order)
+        if self.cfg.group_by_length and self.lengths is not None:
+            order = length_grouped(order, self.lengths, self.cfg.batch_size,
+                                   random.Random(f"hicl-group:{self.cfg.seed}:{epoch}"))
         return order
 
     def micro_batches(self, step: int) -> list[tuple[int, int]]:
@@ -82,6 +93,26 @@ class Schedule:
             return self.cfg.lr * (step + 1) / warm
         progress = (step - warm) / max(1, self.total_steps - warm)
         return self.cfg.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def length_grouped(order: list[int], lengths: tuple[int, ...], batch_size: int, rng: random.Random) -> list[int]:
+    """`order` regrouped so each batch holds samples of similar length (less padding).
+
+    Chunks of GROUP_SPAN batches are sorted by length and cut into batches; the full batches are
+    shuffled with `rng`, then the longest goes first (an out-of-memory error shows at the first
+    step, not hours in) and a short last batch stays last, so batch boundaries are unchanged.
+    """
+    span = batch_size * GROUP_SPAN
+    batches: list[list[int]] = []
+    for start in range(0, len(order), span):
+        chunk = sorted(order[start:start + span], key=lambda i: -lengths[i])
+        batches += [chunk[k:k + batch_size] for k in range(0, len(chunk), batch_size)]
+    tail = [batches.pop()] if batches and len(batches[-1]) < batch_size else []
+    if batches:
+        rng.shuffle(batches)
+        longest = max(range(len(batches)), key=lambda b: max(lengths[i] for i in batches[b]))
+        batches.insert(0, batches.pop(longest))
+    return [i for batch in batches + tail for i in batch]
 
 
 def _to_device(batch: dict[str, torch.Tensor], device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
@@ -117,17 +148,22 @@ def train(model: nn.Module, processor: Any, records: list[dict], cfg: TrainConfi
         raise EngineError("no training samples for this stage")
     schedule_cfg = to_dict(cfg)
     schedule_cfg.pop("checkpoint_every")  # how often we save does not change the trajectory
+    schedule_cfg.pop("cache_vision")  # nor does reusing frozen features
+    if not schedule_cfg["group_by_length"]:  # the order it changes; off, checkpoints made before it existed match
+        schedule_cfg.pop("group_by_length")
     # through JSON, as it will be stored: tuples and lists must compare equal after a resume
     fingerprint = json.loads(json.dumps({**fingerprint, "train": schedule_cfg, "n_samples": len(records)},
                                         sort_keys=True, default=str))
     emit = on_event or (lambda event: None)
-    schedule = Schedule(len(records), cfg)
+    encoder = Encoder(processor, cfg.max_length)
+    lengths = tuple(encoder.length(r) for r in records) if cfg.group_by_length else None
+    schedule = Schedule(len(records), cfg, lengths)
     total = schedule.total_steps
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if not named:
         raise EngineError("the model has no trainable parameters")
     optimizer = torch.optim.AdamW([p for _, p in named], lr=cfg.lr, weight_decay=cfg.weight_decay)
-    encoder = Encoder(processor, cfg.max_length)
+    encoded = EncodedCache(encoder, records) if cfg.cache_vision else None
     pad_id = processor.tokenizer.pad_token_id
 
     start, resumed_from, last_ckpt = 0, None, None
@@ -163,47 +199,49 @@ def train(model: nn.Module, processor: Any, records: list[dict], cfg: TrainConfi
             orders.clear()
             orders[epoch] = schedule.epoch_order(epoch)
         ids = orders[epoch][index * cfg.batch_size:(index + 1) * cfg.batch_size]
-        return collate([encoder.encode(records[i]) for i in ids], pad_id, "right")
+        return collate([encoded[i] if encoded is not None else encoder.encode(records[i]) for i in ids],
+                       pad_id, "right")
 
     model.train()
     t0, last_progress, loss_value, seen = time.monotonic(), 0.0, None, 0
-    try:
-        for step in range(start, total):
-            if should_stop is not None and should_stop():
-                raise Stopped(step, checkpoint(step) if step > 0 else None)
-            lr = schedule.lr(step)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            batches = [batch_for(e, b) for e, b in schedule.micro_batches(step)]
-            n_tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches)
-            optimizer.zero_grad(set_to_none=True)
-            loss_total, aux_total = 0.0, None
-            for batch in batches:
-                on_device = _to_device(batch, device, dtype)
-                loss = token_loss_sum(model, on_device) / max(n_tokens, 1)
-                loss_total += float(loss.detach())
-                aux = extra_loss(model, on_device, step) if extra_loss is not None else None
-                if aux is not None:
-                    aux = aux / len(batches)
-                    aux_total = (aux_total or 0.0) + float(aux.detach())
-                    loss = loss + aux
-                loss.backward()
-                seen += batch["input_ids"].shape[0]
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_([p for _, p in named], cfg.grad_clip)
-            optimizer.step()
-            done, loss_value = step + 1, loss_total
-            emit({"type": "loss", "step": done, "loss": loss_value, "lr": lr,
-                  **({"aux_loss": aux_total} if aux_total is not None else {})})
-            now = time.monotonic()
-            if now - last_progress >= 1.0 or done in (start + 1, total):
-                elapsed = max(now - t0, 1e-9)
-                emit({"type": "progress", "step": done, "total": total, "loss": loss_value, "lr": lr,
-                      "samples_per_s": seen / elapsed, "eta_s": (total - done) * elapsed / (done - start)})
-                last_progress = now
-            if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < total:
-                checkpoint(done)
-        checkpoint(total)
-    finally:
-        model.eval()
+    with vision_feature_cache(model, cfg.cache_vision):
+        try:
+            for step in range(start, total):
+                if should_stop is not None and should_stop():
+                    raise Stopped(step, checkpoint(step) if step > 0 else None)
+                lr = schedule.lr(step)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                batches = [batch_for(e, b) for e, b in schedule.micro_batches(step)]
+                n_tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches)
+                optimizer.zero_grad(set_to_none=True)
+                loss_total, aux_total = 0.0, None
+                for batch in batches:
+                    on_device = _to_device(batch, device, dtype)
+                    loss = token_loss_sum(model, on_device) / max(n_tokens, 1)
+                    loss_total += float(loss.detach())
+                    aux = extra_loss(model, on_device, step) if extra_loss is not None else None
+                    if aux is not None:
+                        aux = aux / len(batches)
+                        aux_total = (aux_total or 0.0) + float(aux.detach())
+                        loss = loss + aux
+                    loss.backward()
+                    seen += batch["input_ids"].shape[0]
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_([p for _, p in named], cfg.grad_clip)
+                optimizer.step()
+                done, loss_value = step + 1, loss_total
+                emit({"type": "loss", "step": done, "loss": loss_value, "lr": lr,
+                      **({"aux_loss": aux_total} if aux_total is not None else {})})
+                now = time.monotonic()
+                if now - last_progress >= 1.0 or done in (start + 1, total):
+                    elapsed = max(now - t0, 1e-9)
+                    emit({"type": "progress", "step": done, "total": total, "loss": loss_value, "lr": lr,
+                          "samples_per_s": seen / elapsed, "eta_s": (total - done) * elapsed / (done - start)})
+                    last_progress = now
+                if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < total:
+                    checkpoint(done)
+            checkpoint(total)
+        finally:
+            model.eval()
     return TrainResult(steps=total, samples=len(records), final_loss=loss_value, resumed_from=resumed_from)
