@@ -33,6 +33,8 @@ class DemoConfig:
     base_steps: int = 600
     base_samples: int = 1500
     extra_options: dict = field(default_factory=dict)
+    #: also train each task alone (seq-lora on that task only) to measure its single-task ceiling
+    ceilings: bool = False
 
     @classmethod
     def quick(cls, **overrides) -> "DemoConfig":
@@ -81,12 +83,7 @@ def _add_tasks(catalog: Catalog, folder: Path, manifest: dict, log: Log) -> list
 def run_demo(catalog: Catalog, cfg: DemoConfig, log: Log, on_progress=None) -> dict:
     """Prepare everything, run each method to the end, and return the catalog's figures."""
     from . import tinybase
-    from .catalog.launch import start_run
-    from .catalog.report import run_detail
-    from .catalog.runs import get_run
     from .engine.methods import method_names
-    from .worker.loop import Worker
-    from .catalog import queue
 
     unknown = [m for m in cfg.methods if m not in method_names()]
     if unknown:
@@ -101,25 +98,55 @@ def run_demo(catalog: Catalog, cfg: DemoConfig, log: Log, on_progress=None) -> d
     log(f"{'built' if built else 'reusing'} the tiny base {base.name}" + (f" in {time.monotonic() - t0:.0f}s" if built else ""))
     results = {}
     for method in cfg.methods:
-        steps = cfg.steps_per_task * (len(tasks) if method == "joint" else 1)
-        config = {
-            "train": {"rank": cfg.rank, "alpha": 2 * cfg.rank, "lr": cfg.lr, "max_steps": steps,
-                      "batch_size": cfg.batch_size, "seed": cfg.seed, "checkpoint_every": max(steps, 50),
-                      "warmup_ratio": 0.1},
-            "eval": {"batch_size": 64, "max_new_tokens": cfg.max_new_tokens},
-            "model": {"device": "cpu", "dtype": "float32"},
-            "method_options": dict(cfg.extra_options.get(method, {})),
-            "eval_all": False,
-            "general_task": general,
-        }
-        run = start_run(catalog, method=method, tasks=tasks, base=str(base), name=f"demo-{method}", config=config)
-        log(f"run {run.id}: {method} over {' → '.join(tasks)}")
-        t1 = time.monotonic()
-        Worker(catalog, on_progress=on_progress, poll=0.2).run(until=lambda: queue.runnable_jobs(catalog, run.id) == 0)
-        with catalog.session() as s:
-            results[method] = run_detail(s, get_run(s, run.id))
-        results[method]["wall_s"] = time.monotonic() - t1
-        if results[method]["status"] != "completed":
-            log(f"run {run.id} {results[method]['status']}: {results[method]['error']}")
+        results[method] = _run_method(catalog, cfg, method, tasks, general, base, log, on_progress)
+    ceilings = {}
+    if cfg.ceilings:
+        for task in tasks:
+            run = _run_method(catalog, cfg, "seq-lora", [task], None, base, log, on_progress, name=f"demo-alone-{task}")
+            ceilings[task] = run["matrix"][0][0] if run["status"] == "completed" else None
     return {"tasks": tasks, "general": general, "base": str(base), "runs": results,
+            **({"ceilings": ceilings, "chance": _chance(tasks)} if cfg.ceilings else {}),
             "wall_s": time.monotonic() - started}
+
+
+def _chance(tasks: list[str]) -> dict[str, float | None]:
+    """The score of a uniform guess over a task's closed answer space (None for free text)."""
+    from .synth.tasks import get_task
+
+    out = {}
+    for name in tasks:
+        answers = get_task(name).answers
+        out[name] = 100.0 / len(answers) if answers else None
+    return out
+
+
+def _run_method(catalog: Catalog, cfg: DemoConfig, method: str, tasks: list[str], general: str | None, base: Path,
+                log: Log, on_progress, name: str | None = None) -> dict:
+    """Start one run through the catalog, drain its jobs here, and return the catalog's report of it."""
+    from .catalog import queue
+    from .catalog.launch import start_run
+    from .catalog.report import run_detail
+    from .catalog.runs import get_run
+    from .worker.loop import Worker
+
+    steps = cfg.steps_per_task * (len(tasks) if method == "joint" else 1)
+    config = {
+        "train": {"rank": cfg.rank, "alpha": 2 * cfg.rank, "lr": cfg.lr, "max_steps": steps,
+                  "batch_size": cfg.batch_size, "seed": cfg.seed, "checkpoint_every": max(steps, 50),
+                  "warmup_ratio": 0.1},
+        "eval": {"batch_size": 64, "max_new_tokens": cfg.max_new_tokens},
+        "model": {"device": "cpu", "dtype": "float32"},
+        "method_options": dict(cfg.extra_options.get(method, {})),
+        "eval_all": False,
+        **({"general_task": general} if general else {}),
+    }
+    run = start_run(catalog, method=method, tasks=tasks, base=str(base), name=name or f"demo-{method}", config=config)
+    log(f"run {run.id}: {method} over {' → '.join(tasks)}")
+    t1 = time.monotonic()
+    Worker(catalog, on_progress=on_progress, poll=0.2).run(until=lambda: queue.runnable_jobs(catalog, run.id) == 0)
+    with catalog.session() as s:
+        result = run_detail(s, get_run(s, run.id))
+    result["wall_s"] = time.monotonic() - t1
+    if result["status"] != "completed":
+        log(f"run {run.id} {result['status']}: {result['error']}")
+    return result

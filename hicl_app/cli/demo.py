@@ -47,16 +47,17 @@ def _pretrain_progress(total: int):
 @click.option("--tasks", "n_tasks", type=click.IntRange(2, 6), help="How many benchmark tasks (default 6; 3 with --quick).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--quick", is_flag=True, help="A small, fast version (for tests and a first look).")
+@click.option("--ceilings", is_flag=True, help="Also train each task alone and print its single-task ceiling.")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 @pass_app
-def demo(app: AppContext, home, methods, n_tasks, seed, quick, as_json) -> None:
+def demo(app: AppContext, home, methods, n_tasks, seed, quick, ceilings, as_json) -> None:
     """Run every method on the built-in benchmark and compare them (CPU, nothing downloaded)."""
     from ..catalog.db import Catalog
     from ..demo import DemoConfig, run_demo
     from ..engine.methods import method_names
 
     settings = Settings.resolve(home) if home else app.settings
-    overrides = {"seed": seed, "methods": tuple(m.strip() for m in methods.split(",")) if methods else tuple(method_names())}
+    overrides = {"seed": seed, "ceilings": ceilings, "methods": tuple(m.strip() for m in methods.split(",")) if methods else tuple(method_names())}
     if n_tasks:
         overrides["tasks"] = n_tasks
     cfg = DemoConfig.quick(**overrides) if quick else DemoConfig(**overrides)
@@ -84,6 +85,10 @@ def _print_report(result: dict) -> None:
     click.echo("\n== comparison (scores 0-100; BWT and Forgetting in points) ==")
     rows = [[method] + [run["metrics"].get(k) for k, _ in METRIC_KEYS] for method, run in result["runs"].items()]
     click.echo(table(["method"] + [label for _, label in METRIC_KEYS], rows))
+    if "ceilings" in result:
+        click.echo("\n== single-task ceilings (each task trained alone, same steps) ==")
+        click.echo(table(["task", "alone", "chance"],
+                         [[t, result["ceilings"][t], result["chance"][t]] for t in result["tasks"]]))
 
 
 COMMANDS = [tiny_base, demo]
