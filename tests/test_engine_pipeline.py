@@ -118,7 +118,7 @@ def test_specs_and_method_registry_import_without_torch():
 
 
 def test_bad_method_or_options(tiny_base_dir, cl_tasks, tmp_path):
-    assert method_names() == ["seq-lora", "joint"]
+    assert {"seq-lora", "joint"} <= set(method_names())
     with pytest.raises(EngineError, match="unknown method"):
         get_method("nope")
     with pytest.raises(EngineError, match="unknown option"):

@@ -28,7 +28,11 @@ class TaskData:
 
 @dataclass
 class StageSpec:
-    """Everything one stage needs. `train_tasks` is this stage's slice of `Method.plan`."""
+    """Everything one stage needs. `train_tasks` is this stage's slice of `Method.plan`.
+
+    `extra_tasks` holds the tasks a method's options name beyond the run's own (see
+    `Method.needs_tasks`, e.g. LLaVA-c's pretraining captions), resolved by the worker.
+    """
 
     method: str
     method_options: dict[str, Any]
@@ -42,6 +46,7 @@ class StageSpec:
     stage_dir: Path
     prev_stage_dir: Path | None
     checkpoint_dir: Path
+    extra_tasks: dict[str, TaskData] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.stage_dir, self.checkpoint_dir = Path(self.stage_dir), Path(self.checkpoint_dir)

@@ -36,12 +36,18 @@ def stage_paths(catalog: Catalog, run_id: int, index: int) -> tuple[Path, Path]:
 def build_spec(catalog: Catalog, run: Run, stage: Stage):
     """The engine's StageSpec for `stage`, checking the tasks' data is still there."""
     from ..engine.config import EvalConfig, ModelConfig, TrainConfig, from_dict
+    from ..engine.methods import get_method
     from ..engine.spec import StageSpec, TaskData
 
     cfg = dict(run.config)
+    extra = get_method(run.method, cfg.get("method_options")).needs_tasks()
+    if cfg.get("general_task") in extra:
+        raise PreflightError(f"task {cfg['general_task']!r} is the run's held-out general task; a method option "
+                             "cannot train on it", hint="name another task in the method options")
     with catalog.session() as s:
         stages = stages_of(s, run.id)
         names = list(run.task_order) + ([cfg["general_task"]] if cfg.get("general_task") else [])
+        names += [n for n in extra if n not in names]
         tasks = {name: get_task(s, name) for name in names}
     for name, task in tasks.items():
         gone = missing_images(task)
@@ -76,6 +82,7 @@ def build_spec(catalog: Catalog, run: Run, stage: Stage):
         stage_dir=stage_dir,
         prev_stage_dir=prev_dir,
         checkpoint_dir=ckpt_dir,
+        extra_tasks={n: data(n) for n in extra},
     )
 
 

@@ -8,9 +8,10 @@ from ..errors import EngineError
 from .base import Method
 from .hide import Hide
 from .joint import Joint
+from .llavac import LlavaC
 from .seq_lora import SeqLora
 
-METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (SeqLora, Joint, Hide)}
+METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (SeqLora, Joint, LlavaC, Hide)}
 
 
 def method_names() -> list[str]:

@@ -65,3 +65,8 @@ class Method(ABC):
         pure function of (model, batch, step) so that a resumed stage follows the same trajectory.
         """
         return None
+
+    def needs_tasks(self) -> list[str]:
+        """Catalog tasks the options name beyond the run's own; the worker resolves them into
+        `StageSpec.extra_tasks` (and refuses the run if one is missing)."""
+        return []

@@ -1,0 +1,118 @@
+"""Unsupervised Inquiry Regularization (UIR, LLaVA-c): keep the adapted model's features on
+plain, unlabeled questions where the stage's starting model had them.
+
+Our reading of the method (METHODS.md, "LLaVA-c"). An inquiry is an instruction without its
+answer: the stage's own task questions plus a built-in pool of general questions. Each step
+a few inquiries, text only, go through the language model twice: with the LoRA (`h`) and with
+the adapter disabled (`h_ref`, no grad; the same weights, so no second model in memory). The
+loss is the mean over inquiry tokens of `‖h − h_ref‖²` (`mse`) or `1 − cos(h, h_ref)` (`cos`),
+`h` the last hidden state (after the final norm). It is zero while the LoRA is zero (B = 0 at
+initialisation) and grows as training drifts the features, which is the degradation towards a
+task's instruction style ("Answer with a single word") that hurts general questions.
+
+The held-out general task's prompts are never in the pool: it is the test of exactly this.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import torch
+from torch import nn
+
+from .data import Encoder
+from .models import find_language_model
+
+# General questions of the kinds a multimodal assistant gets, none with its answer. They are
+# not the benchmark's held-out `general` prompts (a test checks there is no overlap).
+GENERAL_INQUIRIES: tuple[str, ...] = (
+    "Can you explain what is going on here?",
+    "What stands out the most?",
+    "Give a detailed account of the scene.",
+    "What colors are used, and where?",
+    "How would you summarise this for someone who cannot see it?",
+    "Which objects are there, and how are they arranged?",
+    "Is there any text or number visible?",
+    "What is the main subject?",
+    "Write a short paragraph about this.",
+    "What might have happened just before this?",
+    "Are any of the shapes touching each other?",
+    "Where is the largest object?",
+    "List everything you notice.",
+    "What is the background like?",
+    "How many different colors are there?",
+    "Which shape is closest to the center?",
+    "Explain your reasoning step by step.",
+    "What would you call this kind of picture?",
+    "Compare the left side with the right side.",
+    "Is anything unusual here? Why?",
+    "What is a good title for this?",
+    "What question would you ask about this?",
+    "Please answer in a full sentence: what is shown?",
+    "Tell me one interesting detail.",
+)
+
+
+def inquiry_pool(records: list[dict], *, general: bool = True) -> list[str]:
+    """The stage's distinct task questions (first-seen order, answers dropped) + the general pool."""
+    questions = [str(r.get("question", "")).strip() for r in records]
+    pool = list(dict.fromkeys(q for q in questions if q))
+    if general:
+        pool += [q for q in GENERAL_INQUIRIES if q not in pool]
+    return pool
+
+
+def encode_inquiries(processor: Any, questions: list[str], max_length: int) -> list[list[int]]:
+    """Token ids of each question as a text-only user turn in the model's chat format."""
+    enc = Encoder(processor, max_length)
+    out = []
+    for q in questions:
+        messages = [{"role": "user", "content": [{"type": "text", "text": q}]}]
+        text = processor.apply_chat_template(messages, chat_template=enc.template, tokenize=False,
+                                             add_generation_prompt=True)
+        ids = processor.tokenizer(text)["input_ids"][:max_length]
+        if ids:
+            out.append(ids)
+    return out
+
+
+def pick(n_pool: int, n: int, seed: int, step: int) -> list[int]:
+    """Which inquiries step `step` uses: a function of (seed, step) only, so a resume repeats it."""
+    return random.Random(f"hicl-uir:{seed}:{step}").sample(range(n_pool), min(n, n_pool))
+
+
+def _batch(inquiries: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    length = max(len(ids) for ids in inquiries)
+    ids = torch.full((len(inquiries), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(inquiries), length), dtype=torch.long)
+    for i, seq in enumerate(inquiries):
+        ids[i, :len(seq)] = torch.tensor(seq)
+        mask[i, :len(seq)] = 1
+    return ids.to(device), mask.to(device)
+
+
+def feature_distance(h: torch.Tensor, h_ref: torch.Tensor, mask: torch.Tensor, distance: str) -> torch.Tensor:
+    """Mean over unmasked tokens of ‖h − h_ref‖² (`mse`) or 1 − cos (`cos`), in float32."""
+    h, h_ref = h.float(), h_ref.float()
+    if distance == "mse":
+        per_token = (h - h_ref).pow(2).sum(-1)
+    elif distance == "cos":
+        # 1 - cos written as half the squared distance of the unit vectors: exactly 0 when h == h_ref
+        unit = torch.nn.functional.normalize
+        per_token = 0.5 * (unit(h, dim=-1) - unit(h_ref, dim=-1)).pow(2).sum(-1)
+    else:
+        raise ValueError(f"distance must be mse or cos, not {distance!r}")
+    weights = mask.to(per_token.dtype)
+    return (per_token * weights).sum() / weights.sum().clamp_min(1.0)
+
+
+def uir_loss(model: nn.Module, inquiries: list[list[int]], *, pad_id: int, distance: str) -> torch.Tensor:
+    """The UIR distance of `model` (a PEFT model) on `inquiries`, differentiable in the LoRA."""
+    _, lm = find_language_model(model)
+    device = next(lm.parameters()).device
+    ids, mask = _batch(inquiries, pad_id, device)
+    h = lm(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+    with torch.no_grad(), model.disable_adapter():
+        h_ref = lm(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+    return feature_distance(h, h_ref, mask, distance)
