@@ -121,6 +121,9 @@ def claim(catalog: Catalog, owner: str, lease_seconds: int = LEASE_SECONDS,
     """
 
     def attempt() -> int | None:
+        with catalog.session() as s:  # a cheap read first: an idle worker takes no write lock
+            if s.execute(select(Job.id).where(Job.status.in_(ACTIVE)).limit(1)).first() is None:
+                return None
         now = utcnow()
         expires = now + timedelta(seconds=lease_seconds)
         with catalog.engine.connect() as conn:

@@ -39,6 +39,9 @@ def _stage(ctx: JobContext) -> str:
 
 
 def _noop(ctx: JobContext) -> str:
+    """payload: seconds (default 0) to sleep before closing the job."""
+    time.sleep(float(ctx.job.payload.get("seconds", 0)))
+
     def write() -> None:
         with ctx.catalog.session() as s:
             queue.close_job(s, ctx.job.id, "done", owner=ctx.owner)
@@ -56,6 +59,8 @@ def _sleep(ctx: JobContext) -> str:
     p = ctx.job.payload
     ticks, seconds, at = int(p.get("ticks", 10)), float(p.get("seconds", 1.0)), int(p.get("at", 0))
     start = int(ctx.job.progress.get("step", 0)) if ctx.job.progress else 0
+    if start:
+        ctx.say(f"resuming at tick {start}/{ticks}")
     t0 = time.monotonic()
     for tick in range(start, ticks):
         if ctx.should_stop():
