@@ -6,7 +6,7 @@ postgresql+psycopg://user@127.0.0.1:5432/postgres), else a throwaway cluster sta
 with initdb + pg_ctl from /usr/lib/postgresql/*/bin (Debian's `postgresql` package; .ci/run
 installs it), as an unprivileged user when run as root, on a free loopback port, and removed at
 the end. Each test gets its own database. Skipped, with the reason, only when no server can be
-had.
+had (and failed instead where HICL_TEST_PG_REQUIRED is set, as .ci/run does once it installed one).
 """
 
 from __future__ import annotations
@@ -99,6 +99,8 @@ def pg_server() -> str:
     try:
         url, stop = _start_cluster()
     except (RuntimeError, OSError, subprocess.SubprocessError, LookupError) as exc:
+        if os.environ.get("HICL_TEST_PG_REQUIRED"):
+            pytest.fail(f"HICL_TEST_PG_REQUIRED is set but no PostgreSQL server could be started: {exc}")
         pytest.skip(f"PostgreSQL tests skipped: no server could be started here: {exc}")
     try:
         yield url
