@@ -85,9 +85,11 @@ def run_demo(catalog: Catalog, cfg: DemoConfig, log: Log, on_progress=None) -> d
     from . import tinybase
     from .engine.methods import method_names
 
-    unknown = [m for m in cfg.methods if m not in method_names()]
+    variants = {label: parse_variant(label) for label in cfg.methods}
+    unknown = [m for m, _ in variants.values() if m not in method_names()]
     if unknown:
         raise InvalidInput(f"unknown method(s): {', '.join(unknown)}", hint=f"available: {', '.join(method_names())}")
+    _check_options(cfg, variants)
     started = time.monotonic()
     folder, manifest = _benchmark(catalog, cfg, log)
     names = _add_tasks(catalog, folder, manifest, log)
@@ -97,8 +99,9 @@ def run_demo(catalog: Catalog, cfg: DemoConfig, log: Log, on_progress=None) -> d
     base, built = tinybase.ensure(catalog.settings.cache, recipe)
     log(f"{'built' if built else 'reusing'} the tiny base {base.name}" + (f" in {time.monotonic() - t0:.0f}s" if built else ""))
     results = {}
-    for method in cfg.methods:
-        results[method] = _run_method(catalog, cfg, method, tasks, general, base, log, on_progress)
+    for label, (method, options) in variants.items():
+        results[label] = _run_method(catalog, cfg, method, tasks, general, base, log, on_progress,
+                                     name=f"demo-{label}", options=options)
     ceilings = {}
     if cfg.ceilings:
         for task in tasks:
@@ -107,6 +110,36 @@ def run_demo(catalog: Catalog, cfg: DemoConfig, log: Log, on_progress=None) -> d
     return {"tasks": tasks, "general": general, "base": str(base), "runs": results,
             **({"ceilings": ceilings, "chance": _chance(tasks)} if cfg.ceilings else {}),
             "wall_s": time.monotonic() - started}
+
+
+def parse_variant(label: str) -> tuple[str, dict]:
+    """`llava-c:sac=off:uir_weight=0` -> ("llava-c", {"sac": "off", "uir_weight": 0}): a method
+    with some options changed, so ablations run side by side. Values are JSON where they parse."""
+    import json
+
+    method, *pairs = label.split(":")
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InvalidInput(f"bad method variant {label!r}", hint="write METHOD:KEY=VALUE[:KEY=VALUE], e.g. llava-c:sac=off")
+        try:
+            options[key.replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.replace("-", "_")] = value
+    return method.strip(), options
+
+
+def _check_options(cfg: DemoConfig, variants: dict[str, tuple[str, dict]]) -> None:
+    """Refuse a bad option before any run is recorded."""
+    from .engine.errors import EngineError
+    from .engine.methods import get_method
+
+    for label, (method, options) in variants.items():
+        try:
+            get_method(method, {**cfg.extra_options.get(method, {}), **options})
+        except EngineError as exc:
+            raise InvalidInput(f"method variant {label!r}: {exc}", hint=exc.hint) from None
 
 
 def _chance(tasks: list[str]) -> dict[str, float | None]:
@@ -121,7 +154,7 @@ def _chance(tasks: list[str]) -> dict[str, float | None]:
 
 
 def _run_method(catalog: Catalog, cfg: DemoConfig, method: str, tasks: list[str], general: str | None, base: Path,
-                log: Log, on_progress, name: str | None = None) -> dict:
+                log: Log, on_progress, name: str | None = None, options: dict | None = None) -> dict:
     """Start one run through the catalog, drain its jobs here, and return the catalog's report of it."""
     from .catalog import queue
     from .catalog.launch import start_run
@@ -136,7 +169,7 @@ def _run_method(catalog: Catalog, cfg: DemoConfig, method: str, tasks: list[str]
                   "warmup_ratio": 0.1},
         "eval": {"batch_size": 64, "max_new_tokens": cfg.max_new_tokens},
         "model": {"device": "cpu", "dtype": "float32"},
-        "method_options": dict(cfg.extra_options.get(method, {})),
+        "method_options": {**cfg.extra_options.get(method, {}), **(options or {})},
         "eval_all": False,
         **({"general_task": general} if general else {}),
     }

@@ -6,7 +6,7 @@ from sqlmodel import Session, select
 
 from ..engine import clmetrics
 from .models import Push, Run
-from .runs import accuracy_matrix, adapters_of, jobs_of, stages_of
+from .runs import accuracy_matrix, adapters_of, jobs_of, scores_of, stages_of
 
 
 def run_metrics(session: Session, run: Run) -> tuple[list[str], list, list | None, dict]:
@@ -15,6 +15,22 @@ def run_metrics(session: Session, run: Run) -> tuple[list[str], list, list | Non
     while rows and all(v is None for v in rows[-1]):  # stages not evaluated yet
         rows.pop()
     return names, matrix, zero, clmetrics.compute(rows, zero)
+
+
+def general_of(session: Session, run: Run) -> dict | None:
+    """The run's held-out general task (config `general_task`): its score before training (row
+    -1), after each stage, and the retention over the sequence; None when the run has none."""
+    name = (run.config or {}).get("general_task")
+    if not name:
+        return None
+    n_rows = len(stages_of(session, run.id))
+    base, after = None, [None] * n_rows
+    for cell in scores_of(session, run.id):
+        if cell.task_name == name and cell.stage_index < 0:
+            base = cell.score
+        elif cell.task_name == name and cell.stage_index < n_rows:
+            after[cell.stage_index] = cell.score
+    return {"task": name, "after": after, **clmetrics.general_retention(base, after)}
 
 
 def run_summary(session: Session, run: Run) -> dict:
@@ -46,4 +62,5 @@ def run_detail(session: Session, run: Run) -> dict:
     return {"id": run.id, "name": run.name, "method": run.method, "base_model": run.base_model,
             "status": run.status, "error": run.error, "task_order": names, "config": run.config, "env": run.env,
             "created_at": run.created_at, "started_at": run.started_at, "finished_at": run.finished_at,
-            "stages": stages, "adapters": adapters, "pushes": pushes, "matrix": matrix, "zero_shot": zero, "metrics": metrics}
+            "stages": stages, "adapters": adapters, "pushes": pushes, "matrix": matrix, "zero_shot": zero, "metrics": metrics,
+            "general": general_of(session, run)}

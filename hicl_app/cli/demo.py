@@ -10,6 +10,7 @@ import click
 from ..settings import Settings
 from .context import AppContext, pass_app
 from .output import emit_json, fmt_num, info, table
+from .runs import _general_line
 
 METRIC_KEYS = [("mft", "MFT"), ("last", "Last"), ("avg", "Avg"), ("bwt", "BWT"), ("forgetting", "Forgetting")]
 
@@ -43,7 +44,8 @@ def _pretrain_progress(total: int):
 
 @click.command("demo")
 @click.option("--home", type=click.Path(file_okay=False), help="Workspace for the demo (default: the current one).")
-@click.option("--methods", help="Comma-separated methods (default: all available).")
+@click.option("--methods", help="Comma-separated methods (default: all available); METHOD:KEY=VALUE[:...] "
+                                "runs a variant with options changed, e.g. llava-c,llava-c:sac=off.")
 @click.option("--tasks", "n_tasks", type=click.IntRange(2, 6), help="How many benchmark tasks (default 6; 3 with --quick).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--quick", is_flag=True, help="A small, fast version (for tests and a first look).")
@@ -82,13 +84,21 @@ def _print_report(result: dict) -> None:
         click.echo(format_table(run["task_order"], run["matrix"]))
         m = run["metrics"]
         click.echo("  ".join(f"{label} {fmt_num(m.get(k))}" for k, label in METRIC_KEYS))
-    click.echo("\n== comparison (scores 0-100; BWT and Forgetting in points) ==")
-    rows = [[method] + [run["metrics"].get(k) for k, _ in METRIC_KEYS] for method, run in result["runs"].items()]
-    click.echo(table(["method"] + [label for _, label in METRIC_KEYS], rows))
+        if run.get("general"):
+            click.echo(_general_line(run["general"]))
+    click.echo("\n== comparison (scores 0-100; BWT, Forgetting and General Δ in points) ==")
+    rows = [[method] + [run["metrics"].get(k) for k, _ in METRIC_KEYS] + _general_cells(run.get("general"))
+            for method, run in result["runs"].items()]
+    click.echo(table(["method"] + [label for _, label in METRIC_KEYS] + ["General", "General Δ"], rows))
     if "ceilings" in result:
         click.echo("\n== single-task ceilings (each task trained alone, same steps) ==")
         click.echo(table(["task", "alone", "chance"],
                          [[t, result["ceilings"][t], result["chance"][t]] for t in result["tasks"]]))
+
+
+def _general_cells(general: dict | None) -> list:
+    """The held-out general task's score after the sequence and its change from the base model."""
+    return [general.get("last"), general.get("retention")] if general else [None, None]
 
 
 COMMANDS = [tiny_base, demo]

@@ -7,14 +7,14 @@ import click
 from ..errors import InvalidInput
 from .context import AppContext, pass_app
 from .output import emit_json
-from .runs import _metrics_line
+from .runs import _general_line, _metrics_line
 
 
 @click.command("metrics")
 @click.argument("run_ref", required=False)
 @click.option("--matrix", "matrix_file", type=click.Path(dir_okay=False, exists=True),
               help="Compute from a CSV matrix instead (row t = after task t; empty or nan = not evaluated).")
-@click.option("--json", "as_json", is_flag=True, help="Keys: mft, last, avg, bwt, forgetting, fwt, matrix.")
+@click.option("--json", "as_json", is_flag=True, help="Keys: mft, last, avg, bwt, forgetting, fwt, matrix, general (held-out task retention).")
 @pass_app
 def metrics(app: AppContext, run_ref: str | None, matrix_file: str | None, as_json: bool) -> None:
     """MFT, Last, Avg, BWT, Forgetting (and FWT with zero-shot scores) of RUN or of --matrix FILE."""
@@ -22,7 +22,7 @@ def metrics(app: AppContext, run_ref: str | None, matrix_file: str | None, as_js
 
     if (run_ref is None) == (matrix_file is None):
         raise InvalidInput("give either a RUN or --matrix FILE.csv", hint="`hicl metrics 3` or `hicl metrics --matrix paper.csv`")
-    zero = None
+    zero, general = None, None
     if matrix_file:
         try:
             names, matrix = clmetrics.read_csv(matrix_file)
@@ -33,17 +33,21 @@ def metrics(app: AppContext, run_ref: str | None, matrix_file: str | None, as_js
         names = names or [f"task{j + 1}" for j in range(max((len(r) for r in matrix), default=0))]
         result = clmetrics.compute(matrix)
     else:
-        from ..catalog.report import run_metrics
+        from ..catalog.report import general_of, run_metrics
         from ..catalog.runs import get_run
 
         with app.catalog.session() as s:
-            names, matrix, zero, result = run_metrics(s, get_run(s, run_ref))
+            run_row = get_run(s, run_ref)
+            names, matrix, zero, result = run_metrics(s, run_row)
+            general = general_of(s, run_row)
     if as_json:
-        emit_json({**result, "matrix": matrix, "tasks": names, "zero_shot": zero})
+        emit_json({**result, "matrix": matrix, "tasks": names, "zero_shot": zero, "general": general})
         return
     click.echo(clmetrics.format_table(names, matrix))
     click.echo("")
     click.echo(_metrics_line(result))
+    if general:
+        click.echo(_general_line(general))
 
 
 COMMANDS = [metrics]

@@ -249,6 +249,8 @@ def run_show(app: AppContext, run_ref: str, as_json: bool) -> None:
     click.echo(format_table(data["task_order"], data["matrix"]))
     click.echo("")
     click.echo(_metrics_line(data["metrics"]))
+    if data["general"]:
+        click.echo(_general_line(data["general"]))
 
 
 def _size(n: int) -> str:
@@ -262,6 +264,13 @@ def _size(n: int) -> str:
 def _metrics_line(m: dict) -> str:
     keys = [("mft", "MFT"), ("last", "Last"), ("avg", "Avg"), ("bwt", "BWT"), ("forgetting", "Forgetting"), ("fwt", "FWT")]
     return "  ".join(f"{label} {fmt_num(m.get(k))}" for k, label in keys if k != "fwt" or m.get(k) is not None)
+
+
+def _general_line(g: dict) -> str:
+    """General retention: the held-out general task's score after the sequence minus before it."""
+    ratio = f" (ratio {g['ratio']:.2f})" if g.get("ratio") is not None else ""
+    return (f"general retention on {g['task']}: {fmt_num(g['base'])} before -> {fmt_num(g['last'])} after = "
+            f"{fmt_num(g['retention'])} points{ratio}")
 
 
 COMMANDS = [run, runs]

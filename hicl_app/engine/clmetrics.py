@@ -42,7 +42,7 @@ import math
 import os
 from typing import Iterable, Sequence
 
-__all__ = ["METRICS", "compute", "read_csv", "format_table", "format_metrics"]
+__all__ = ["METRICS", "compute", "general_retention", "read_csv", "format_table", "format_metrics"]
 
 #: The keys of :func:`compute`'s result, in display order.
 METRICS = ("mft", "last", "avg", "bwt", "forgetting", "fwt")
@@ -168,6 +168,23 @@ def compute(
                 gains.append(before - zs[j])
         result["fwt"] = _mean(gains)
     return result
+
+
+def general_retention(base: float | None, after: Sequence[float | None]) -> dict[str, float | None]:
+    """How a held-out general task fared over the sequence (base-model degradation).
+
+    ``base``: its score before any training (the zero-shot row); ``after[t]``: its score after
+    stage t (``None`` where not evaluated). Returns ``base``, ``last`` (the score after the
+    latest evaluated stage), ``retention`` = ``last - base`` in points (negative: the model lost
+    general ability) and ``ratio`` = ``last / base`` (None when base is 0 or either is missing).
+    """
+    base = _cell(base, "base")
+    scores = [_cell(v, f"after[{t}]") for t, v in enumerate(after)]
+    present = [v for v in scores if v is not None]
+    last = present[-1] if present else None
+    both = base is not None and last is not None
+    return {"base": base, "last": last, "retention": last - base if both else None,
+            "ratio": last / base if both and base != 0 else None}
 
 
 def _parse_csv_cell(text: str, path, line: int, column: int) -> float | None:
