@@ -32,7 +32,7 @@ from hicl_app.catalog.models import Adapter, CurvePoint, Job, Score
 from hicl_app.fsio import sha256_file
 from hicl_app.settings import Settings
 
-STEPS, EVERY = 30, 5
+STEPS, EVERY = 20, 5
 RUN_ARGS = ["--method", "seq-lora", "--tasks", "color", "--max-steps", str(STEPS), "--checkpoint-every", str(EVERY),
             "--lr", "1e-3", "--batch-size", "4", "--eval-batch-size", "32", "--max-new-tokens", "4",
             "--device", "cpu", "--dtype", "float32", "--json"]

@@ -9,6 +9,7 @@ kill itself with a signal (a stand-in for an out-of-memory kill or a segfault).
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -19,6 +20,7 @@ from typing import Callable
 from ..catalog import queue
 from ..catalog.runs import add_event
 from ..errors import HiclError
+from ..fsio import atomic_write_json
 from .context import CANCEL, LEASE, JobContext
 
 
@@ -58,13 +60,14 @@ def _sleep(ctx: JobContext) -> str:
 
     p = ctx.job.payload
     ticks, seconds, at = int(p.get("ticks", 10)), float(p.get("seconds", 1.0)), int(p.get("at", 0))
-    start = int(ctx.job.progress.get("step", 0)) if ctx.job.progress else 0
+    checkpoint = ctx.catalog.settings.checkpoints / f"job-{ctx.job.id}.json"  # like a stage's, kept on cancel
+    start = json.loads(checkpoint.read_text())["tick"] if checkpoint.is_file() else 0
     if start:
         ctx.say(f"resuming at tick {start}/{ticks}")
     t0 = time.monotonic()
     for tick in range(start, ticks):
         if ctx.should_stop():
-            raise Stopped(tick, None)
+            raise Stopped(tick, checkpoint if checkpoint.is_file() else None)
         if tick == at:
             if "fail" in p:
                 raise JobFailed(str(p["fail"]), hint="the job was told to fail")
@@ -74,6 +77,7 @@ def _sleep(ctx: JobContext) -> str:
                 os.kill(os.getpid(), int(p["signal"]))
         time.sleep(seconds / max(ticks, 1))
         done = tick + 1
+        atomic_write_json(checkpoint, {"tick": done})
         rate = (done - start) / max(time.monotonic() - t0, 1e-9)
         ctx.set_progress({"step": done, "total": ticks, "samples_per_s": rate, "eta_s": (ticks - done) / rate})
     ctx.say(f"slept {seconds}s in {ticks} ticks")
