@@ -1,0 +1,111 @@
+"""The model and data every benchmark runs on, prepared once per `hicl bench`.
+
+The model is the demo's pretrained tiny base (built once and cached in the workspace) unless
+the user gives `--base`, a saved image-text-to-text model folder. The data is the built-in
+six-task synthetic benchmark, small, cached in the workspace and normalised like `add-task`
+would, so the engine reads exactly what a run reads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..engine.spec import TaskData
+from ..errors import InvalidInput
+
+N_TASKS = 6
+N_TRAIN = 32
+N_TEST = 24
+
+
+@dataclass
+class Workload:
+    base: Path
+    tiny: bool
+    tasks: list[TaskData]
+    work: Path
+    log: Callable[[str], None]
+    repeats: int = 3
+    device: str | None = None
+    dtype: str | None = None
+    _hide_run: Path | None = field(default=None, repr=False)
+
+    def records(self, split: str) -> list[dict]:
+        from ..taskfile import load_records
+
+        return [r for t in self.tasks for r in load_records(t.train_path if split == "train" else t.test_path)]
+
+    def load(self):
+        """A fresh copy of the base model (in eval mode) with its processor."""
+        from ..engine.config import ModelConfig
+        from ..engine.models import load_base
+
+        return load_base(ModelConfig(str(self.base), device=self.device, dtype=self.dtype))
+
+    def hide_run(self) -> Path:
+        """Folder of the last stage of a six-stage `hide` run on the workload (trained once)."""
+        if self._hide_run is None:
+            from .runs import run_method
+
+            self.log("training a 6-stage hide run for the merged-layers benchmark")
+            stages = run_method(self, "hide", self.work / "hide-run", evaluate=False)
+            self._hide_run = stages[-1]
+        return self._hide_run
+
+
+def check_base(base: str | os.PathLike) -> Path:
+    """A user's --base must be a saved model folder: say so before anything runs."""
+    path = Path(base).expanduser()
+    if not (path / "config.json").is_file():
+        raise InvalidInput(f"--base {base}: no config.json in that folder",
+                           hint="pass a folder written by save_pretrained (model and processor), "
+                                "e.g. a downloaded llava-hf/llava-1.5-7b-hf")
+    return path.resolve()
+
+
+def _normalised_tasks(cache: Path, seed: int) -> list[TaskData]:
+    """The synthetic tasks as normalised JSONL (what `add-task` stores), generated once."""
+    from ..synth import generate, read_manifest
+    from ..taskfile import parse_task_file, write_records
+
+    folder = cache / f"bench-synth-s{seed}-t{N_TASKS}-n{N_TRAIN}x{N_TEST}"
+    if not (folder / "manifest.json").is_file():
+        generate(folder, tasks=N_TASKS, train=N_TRAIN, test=N_TEST, seed=seed, pretrain=0, overwrite=True)
+    manifest = read_manifest(folder)
+    tasks = []
+    for entry in manifest["tasks"]:
+        name = entry["name"]
+        paths = {}
+        for split in ("train", "test"):
+            out = folder / "normalised" / name / f"{split}.jsonl"
+            if not out.is_file():
+                out.parent.mkdir(parents=True, exist_ok=True)
+                write_records(out, parse_task_file(folder / name / f"{split}.jsonl").records)
+            paths[split] = out
+        tasks.append(TaskData(name=name, train_path=paths["train"], test_path=paths["test"], scorer=entry["scorer"]))
+    return tasks
+
+
+def prepare(cache: Path, work: Path, log: Callable[[str], None], base: str | None = None,
+            repeats: int = 3, device: str | None = None, dtype: str | None = None) -> Workload:
+    """Build (or reuse) the base and the data; `work` is a scratch folder for this run."""
+    cache = Path(cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    if base is not None:
+        base_dir, tiny = check_base(base), False
+    else:
+        from .. import tinybase
+
+        recipe = tinybase.BaseRecipe()
+        if not tinybase.is_built(cache / recipe.key(), recipe):
+            log("building the tiny base (once per workspace, about a minute)")
+        base_dir, _ = tinybase.ensure(cache, recipe)
+        tiny = True
+    tasks = _normalised_tasks(cache, seed=0)
+    (Path(work) / "workload.json").write_text(json.dumps({"base": str(base_dir), "tasks": [t.name for t in tasks]}))
+    return Workload(base=base_dir, tiny=tiny, tasks=tasks, work=Path(work), log=log, repeats=repeats,
+                    device=device, dtype=dtype)
