@@ -22,6 +22,10 @@ from hicl_app.engine.train import train
 ORDER = ["color", "bg"]
 STEPS = 30
 
+# The first test of a process also builds the session's tiny base; on a shared CPU that alone can
+# take minutes.
+pytestmark = pytest.mark.timeout(1800)
+
 
 def _spec(base, tasks, root, index, prev, **options):
     return StageSpec(method="hide", method_options=options, stage_index=index, n_stages=2,

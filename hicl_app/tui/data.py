@@ -71,9 +71,12 @@ def load_run(catalog: Catalog, ref: int | str) -> RunData:
 
 
 def load_cka(catalog: Catalog, run_id: int) -> dict[str, list[list[float]]]:
-    """{layer: CKA matrix} of a run. The catalog does not store CKA yet, so always empty; the
-    run screen shows its CKA panel only when this returns something."""
-    return {}
+    """{"layer L": CKA matrix} stored for a run by `hicl analyze cka` (empty when none; the run
+    screen shows its CKA panel only when this returns something)."""
+    from ..catalog.cka import cka_panels
+
+    with catalog.session() as s:
+        return cka_panels(s, run_id)
 
 
 def column_forgetting(matrix: list[list[float | None]]) -> list[float | None]:
