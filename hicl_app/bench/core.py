@@ -43,6 +43,27 @@ class Result:
         return f"{self.figure:.2f}x"
 
 
+def make_clock(device: str) -> tuple[Callable[[], float], str]:
+    """(clock, its name) for timing work on `device`.
+
+    On a CPU the clock is this process's CPU time, with torch on one thread: other processes on a
+    shared machine then barely move it, where wall time swings several-fold. On a GPU it is wall
+    time after a device synchronisation, since the work happens off the CPU.
+    """
+    import time
+
+    import torch
+
+    if device.startswith("cuda"):
+        def gpu_wall() -> float:
+            torch.cuda.synchronize()
+            return time.perf_counter()
+
+        return gpu_wall, "wall time (CUDA synchronised)"
+    torch.set_num_threads(1)
+    return time.process_time, "process CPU time, 1 torch thread"
+
+
 def skipped(name: str, measures: str, why: str, target: str = "") -> Result:
     return Result(name, measures, "—", "—", None, "x", target, None, f"skipped: {why}", None)
 

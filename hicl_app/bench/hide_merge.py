@@ -8,8 +8,6 @@ by default). Both models come from the same six-stage `hide` run, use the offici
 
 from __future__ import annotations
 
-import time
-
 from .core import Result, interleaved, skipped
 
 NAME = "hide-merge"
@@ -37,9 +35,9 @@ def run(workload) -> Result:
 
     def trial(merged: bool):
         model, loaded = models[merged]
-        t0 = time.perf_counter()
+        t0 = workload.clock()
         answers = generate_answers(model, loaded.processor, records, cfg, device=loaded.device, dtype=loaded.dtype)
-        return time.perf_counter() - t0, answers
+        return workload.clock() - t0, answers
 
     workload.log(f"{NAME}: {len(records)} questions, {workload.repeats} rounds")
     times, outputs = interleaved({"merged": lambda: trial(True), "per-forward": lambda: trial(False)},

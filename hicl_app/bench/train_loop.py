@@ -15,7 +15,6 @@ dropout masks between the two.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from .core import Result, interleaved, skipped
@@ -49,10 +48,10 @@ def hicl_trial(workload, records: list[dict], cfg) -> tuple[float, list[float]]:
 
     loaded, model = _fresh_lora(workload, cfg)
     losses: list[float] = []
-    t0 = time.perf_counter()
+    t0 = workload.clock()
     train(model, loaded.processor, records, cfg, device=loaded.device, dtype=loaded.dtype, checkpoint_dir=None,
           fingerprint={}, on_event=lambda e: losses.append(e["loss"]) if e["type"] == "loss" else None)
-    return time.perf_counter() - t0, losses
+    return workload.clock() - t0, losses
 
 
 def trainer_trial(workload, records: list[dict], cfg, log_every_step: bool = False) -> tuple[float, list[float]]:
@@ -96,9 +95,9 @@ def trainer_trial(workload, records: list[dict], cfg, log_every_step: bool = Fal
                           data_collator=lambda items: collate(items, pad_id, "right"))
         for callback in (PrinterCallback, ProgressCallback):
             trainer.remove_callback(callback)
-        t0 = time.perf_counter()
+        t0 = workload.clock()
         trainer.train()
-        seconds = time.perf_counter() - t0
+        seconds = workload.clock() - t0
     return seconds, [h["loss"] for h in trainer.state.log_history if "loss" in h]
 
 

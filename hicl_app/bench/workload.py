@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -32,6 +33,8 @@ class Workload:
     repeats: int = 3
     device: str | None = None
     dtype: str | None = None
+    clock: Callable[[], float] = time.perf_counter
+    clock_name: str = "wall time"
     _hide_run: Path | None = field(default=None, repr=False)
 
     def records(self, split: str) -> list[dict]:
@@ -107,5 +110,9 @@ def prepare(cache: Path, work: Path, log: Callable[[str], None], base: str | Non
         tiny = True
     tasks = _normalised_tasks(cache, seed=0)
     (Path(work) / "workload.json").write_text(json.dumps({"base": str(base_dir), "tasks": [t.name for t in tasks]}))
+    from ..engine.models import resolve_device_dtype
+    from .core import make_clock
+
+    clock, clock_name = make_clock(str(resolve_device_dtype(device, dtype)[0]))
     return Workload(base=base_dir, tiny=tiny, tasks=tasks, work=Path(work), log=log, repeats=repeats,
-                    device=device, dtype=dtype)
+                    device=device, dtype=dtype, clock=clock, clock_name=clock_name)

@@ -24,7 +24,7 @@ def _env(workload, repeats: int) -> dict:
 
     device = workload.device or ("cuda" if torch.cuda.is_available() else "cpu")
     env.update({"torch": torch.__version__, "threads": torch.get_num_threads(), "device": device,
-                "base": str(workload.base), "tiny_base": workload.tiny})
+                "base": str(workload.base), "tiny_base": workload.tiny, "clock": workload.clock_name})
     if device.startswith("cuda"):
         env["gpu"] = torch.cuda.get_device_name()
     return env
@@ -79,7 +79,8 @@ def bench(app: AppContext, base, only, repeats, as_json) -> None:
         click.echo(table(["benchmark", "hicl", "baseline", "figure", "target", "met", "check"], rows,
                          align_right={1, 2, 3}))
         if "base" in env:
-            info(f"{env['device']}, {env['threads']} torch threads, torch {env['torch']}, base {env['base']}")
+            info(f"{env['device']}, timed by {env['clock']}, median of {repeats} rounds; torch {env['torch']}; "
+                 f"base {env['base']}")
     failed = [r.name for r in results if r.same is False]
     if failed:
         raise HiclError(f"correctness check failed: {', '.join(failed)}",
