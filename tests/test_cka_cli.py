@@ -36,10 +36,17 @@ def test_analyze_cka_of_a_hide_run(cli, home, tmp_path, cl_tasks, tiny_base_dir)
 
     _add(cli, tmp_path, cl_tasks)
     res = cli("run", "start", "--method", "hide", "--tasks", "color,bg", "--base", tiny_base_dir, "--max-steps", "6",
-              "--lr", "2e-3", "--probe-samples", "4", "--wait", "--json")
+              "--lr", "2e-3", "--probe-samples", "4", "--expand", "auto", "--cka-threshold", "0.999", "--wait", "--json")
     assert res.exit_code == 0, res.output
     run_id = json.loads(res.stdout)["run_id"]
     assert json.loads(cli("run", "show", run_id, "--json").stdout)["status"] == "completed"
+    # expand=auto measured CKA between the two experts at the end of stage 2 and chose from it
+    from hicl_app.engine.hide.state import load_state
+
+    stage_dir = Path(json.loads(cli("run", "show", run_id, "--json").stdout)["adapters"][-1]["path"]).parent
+    state = load_state(stage_dir)
+    assert state.cka["kernel"] == "linear" and state.cka["n_probe"] == 8 and len(state.cka["mean_cross"]) == 4
+    assert state.expanded_layers == sorted(int(k) for k, v in state.cka["mean_cross"].items() if v < 0.999)
     catalog = Catalog(Settings.resolve(home))
     assert load_cka(catalog, run_id) == {}  # nothing until analysed
 

@@ -153,6 +153,16 @@ def test_expand_list_and_the_expanded_split(two_stages, tiny_base_dir):
     assert len(handle.expanded_paths) == 7 and len(handle.fused_paths) == 21  # q,k,v,o,gate,up,down x 4 layers
 
 
+def test_expand_auto_follows_the_cka_threshold(two_stages, tiny_base_dir):
+    # stage 1 was trained with expand=top, so loading with auto measures CKA on the state's probes
+    _, everything = _hide_model(tiny_base_dir, two_stages["root"] / "stage-1", expand="auto", cka_threshold=1.0)
+    assert len(handle_of(everything).expanded_paths) == 28 and not handle_of(everything).fused_paths
+    _, nothing = _hide_model(tiny_base_dir, two_stages["root"] / "stage-1", expand="auto", cka_threshold=1e-6)
+    assert not handle_of(nothing).expanded_paths and len(handle_of(nothing).fused_paths) == 28
+    _, listed = _hide_model(tiny_base_dir, two_stages["root"] / "stage-1", expand="0,-1")
+    assert {p.split(".layers.")[1].split(".")[0] for p in handle_of(listed).expanded_paths} == {"0", "3"}
+
+
 def test_a_later_stage_without_the_previous_state_fails_before_training(tiny_base_dir, cl_tasks, tmp_path):
     spec = _spec(tiny_base_dir, cl_tasks, tmp_path, 1, tmp_path / "missing")
     loaded = load_base(spec.model)

@@ -8,6 +8,7 @@ a layer's feature of a sample is the mean over its prompt tokens of the layer's 
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Any
 
@@ -111,4 +112,7 @@ def cka_by_layer(features: list[dict[int, torch.Tensor]], kernel: str) -> dict[i
 
 def low_similarity_layers(cka: dict[int, dict[str, Any]], threshold: float) -> list[int]:
     """Layers whose mean cross-task CKA is under `threshold` (the task-specific ones)."""
-    return sorted(layer for layer, v in cka.items() if v["mean_cross"] == v["mean_cross"] and v["mean_cross"] < threshold)
+    def under(value: float | None) -> bool:
+        return value is not None and not math.isnan(value) and value < threshold
+
+    return sorted(layer for layer, v in cka.items() if under(v["mean_cross"]))

@@ -9,6 +9,7 @@ previous stage's state. Loading rebuilds the HiDe model on a plain base from tha
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -93,29 +94,53 @@ def end_stage(model: nn.Module, spec, options: dict[str, Any]) -> dict[str, str]
     probes = {**(prev.probes if prev else {}),
               task.name: pick_probes(records, options["probe_samples"], spec.train.seed, task.name)}
     n_layers = len(decoder_layers(base)[1])
-    expanded = resolve_expand(options["expand"], n_layers)
-    cka = None
-    if expanded is None:
-        expanded = [n_layers - 1]  # one task: nothing to compare yet
-        if len(experts) >= 2:
-            all_probes = [r for name in [e.name for e in experts] for r in probes[name]]
-            with model.disable_adapter():
-                feats = expert_features(base, processor, experts, all_probes, list(range(n_layers)), device, dtype)
-            by_layer = cka_by_layer(feats, options["cka_kernel"])
-            expanded = low_similarity_layers(by_layer, options["cka_threshold"])
-            cka = {"kernel": options["cka_kernel"], "n_probe": len(all_probes),
-                   "mean_cross": {str(k): v["mean_cross"] for k, v in by_layer.items()}}
+    with model.disable_adapter():
+        expanded, cka = choose_expanded(base, processor, experts, probes, options, n_layers, device, dtype)
     state = HideState(experts=experts, anchors_img=anchors_img, anchors_txt=anchors_txt, encoder=spec_encoder,
                       expanded_layers=expanded, n_layers=n_layers, probes=probes, cka=cka, base=spec.model.base,
                       options=dict(options))
     return save_state(state, spec.stage_dir)
 
 
+def measure_cka(base: nn.Module, processor: Any, experts: list, probes: dict[str, list[dict]], kernel: str,
+                n_layers: int, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
+    """Mean cross-task CKA per layer between the experts' models on every task's probes."""
+    all_probes = [r for e in experts for r in probes[e.name]]
+    feats = expert_features(base, processor, experts, all_probes, list(range(n_layers)), device, dtype)
+    by_layer = cka_by_layer(feats, kernel)
+    mean = {str(k): None if math.isnan(v["mean_cross"]) else v["mean_cross"] for k, v in by_layer.items()}
+    return {"kernel": kernel, "n_probe": len(all_probes), "mean_cross": mean}
+
+
+def choose_expanded(base: nn.Module, processor: Any, experts: list, probes: dict[str, list[dict]],
+                    options: dict[str, Any], n_layers: int, device: torch.device, dtype: torch.dtype,
+                    cka: dict[str, Any] | None = None) -> tuple[list[int], dict[str, Any] | None]:
+    """(expanded layers, CKA summary) for `options["expand"]`; `auto` measures CKA unless `cka`
+    already holds it for the same kernel. With one task there is nothing to compare: the top layer."""
+    expanded = resolve_expand(options["expand"], n_layers)
+    if expanded is not None:
+        return expanded, cka
+    if len(experts) < 2:
+        return [n_layers - 1], cka
+    if cka is None or cka.get("kernel") != options["cka_kernel"]:
+        cka = measure_cka(base, processor, experts, probes, options["cka_kernel"], n_layers, device, dtype)
+    mean = {int(k): {"mean_cross": v} for k, v in cka["mean_cross"].items()}
+    return low_similarity_layers(mean, options["cka_threshold"]), cka
+
+
 def load_model(base: nn.Module, stage_dir: str | Path, options: dict[str, Any]) -> nn.Module:
-    """The HiDe model of a finished stage, built in place on the plain `base`."""
+    """The HiDe model of a finished stage, built in place on the plain `base`.
+
+    The options decide fusion, tau and the expanded layers, so one stage can be served in every
+    configuration; `expand=auto` reuses the CKA measured at the end of the stage when there is one.
+    """
     state = load_state(stage_dir)
-    device, _ = _device_dtype(base)
-    encoder = make_encoder(state.encoder, None, device, getattr(base, "name_or_path", "") or state.base)
-    return build(base, state.experts, state.anchors_img, state.anchors_txt, encoder, state.expanded_layers,
+    device, dtype = _device_dtype(base)
+    base_path = getattr(base, "name_or_path", "") or state.base
+    processor = load_processor(base_path) if state.encoder["kind"] == "clip" or options["expand"] == "auto" else None
+    expanded, _ = choose_expanded(base, processor, state.experts, state.probes, options, state.n_layers, device, dtype,
+                                  state.cka)
+    encoder = make_encoder(state.encoder, processor, device, base_path)
+    return build(base, state.experts, state.anchors_img, state.anchors_txt, encoder, expanded,
                  tau=options["tau"], fusion=options["fusion"], merge_fused=options["merge_fused"],
                  ties_density=options["ties_density"])
