@@ -109,6 +109,16 @@ def test_a_stage_saved_and_loaded_back_gives_the_same_logits(two_stages, tiny_ba
         assert not torch.allclose(base(**two_stages["batch"]).logits, logits, atol=1e-3)
 
 
+def test_with_one_task_the_hide_model_is_the_base_plus_that_expert(two_stages, tiny_base_dir):
+    """Routing (w = 1), the merged fused layers and the reused image features add up to plain LoRA."""
+    from hicl_app.engine.adapters import load_lora
+
+    _, net = _hide_model(tiny_base_dir, two_stages["root"] / "stage-0")
+    peft_model = load_lora(load_base(ModelConfig(str(tiny_base_dir))).model, two_stages["root"] / "stage-0" / "adapter")
+    with torch.no_grad():
+        assert torch.allclose(net(**two_stages["batch"]).logits, peft_model(**two_stages["batch"]).logits, atol=1e-4)
+
+
 def test_routing_sends_each_test_sample_to_its_own_task(two_stages, cl_tasks):
     net, processor = two_stages["net"], two_stages["processor"]
     for t, name in enumerate(ORDER):

@@ -150,3 +150,23 @@ def test_expand_resolution():
     assert resolve_expand("0, -1,3", 4) == [0, 3]
     with pytest.raises(EngineError, match="out of range"):
         resolve_expand("4", 4)
+
+
+def test_an_expert_round_trips_through_peft_and_seeds_a_new_lora():
+    from peft import LoraConfig, get_peft_model
+
+    from hicl_app.engine.hide.experts import copy_into, from_peft
+
+    torch.manual_seed(0)
+    trained = get_peft_model(Net(), LoraConfig(r=2, lora_alpha=4, target_modules=["lin"]))
+    with torch.no_grad():
+        trained.base_model.model.lin.lora_B["default"].weight.normal_()
+    expert = from_peft(trained, "t0")
+    assert set(expert.factors) == {"lin"} and expert.scales["lin"] == 2.0
+    fresh = get_peft_model(Net(), LoraConfig(r=2, lora_alpha=4, target_modules=["lin"]))
+    copy_into(fresh, expert)  # expert_init=previous
+    assert torch.equal(fresh.base_model.model.lin.lora_A["default"].weight, expert.factors["lin"][0])
+    assert torch.equal(fresh.base_model.model.lin.lora_B["default"].weight, expert.factors["lin"][1])
+    other_rank = get_peft_model(Net(), LoraConfig(r=3, lora_alpha=6, target_modules=["lin"]))
+    with pytest.raises(EngineError, match="another rank or scale"):
+        copy_into(other_rank, expert)

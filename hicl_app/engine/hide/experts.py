@@ -61,6 +61,27 @@ def from_peft(model: nn.Module, name: str) -> Expert:
     return Expert(name=name, factors=factors, scales=scales)
 
 
+@torch.no_grad()
+def copy_into(model: nn.Module, expert: Expert) -> None:
+    """Set the active LoRA of a PEFT model to `expert`'s factors (same modules, ranks and scales)."""
+    from peft.tuners.lora import LoraLayer
+
+    active = getattr(model, "active_adapter", "default")
+    active = active[0] if isinstance(active, (list, tuple)) else active
+    layers = {p: m for p, m in _unwrap(model).named_modules() if isinstance(m, LoraLayer) and active in m.lora_A}
+    if set(layers) != set(expert.factors):
+        raise EngineError(f"expert {expert.name!r} targets other modules than the new LoRA",
+                          hint="keep the same LoRA targets for the whole run")
+    for path, module in layers.items():
+        a, b = expert.factors[path]
+        wa, wb = module.lora_A[active].weight, module.lora_B[active].weight
+        if wa.shape != a.shape or wb.shape != b.shape or abs(float(module.scaling[active]) - expert.scales[path]) > 1e-12:
+            raise EngineError(f"expert {expert.name!r} has another rank or scale at {path} than the new LoRA",
+                              hint="keep the same rank and alpha for the whole run")
+        wa.copy_(a.to(wa.device, wa.dtype))
+        wb.copy_(b.to(wb.device, wb.dtype))
+
+
 def from_adapter_dir(base: nn.Module, adapter_dir: str | os.PathLike, name: str) -> Expert:
     """Read a saved PEFT adapter by attaching it to `base` with PEFT, then detaching it again."""
     from ..adapters import load_lora

@@ -12,6 +12,7 @@ from ..errors import EngineError
 
 FUSIONS = ("sum", "mean-delta", "ties")
 KERNELS = ("linear", "rbf")
+EXPERT_INITS = ("fresh", "previous")
 
 DEFAULTS: dict[str, Any] = {
     "tau": 0.1,
@@ -23,6 +24,7 @@ DEFAULTS: dict[str, Any] = {
     "merge_fused": True,
     "ties_density": 0.2,
     "probe_samples": 16,
+    "expert_init": "fresh",
 }
 
 HELP: dict[str, str] = {
@@ -39,6 +41,8 @@ HELP: dict[str, str] = {
                    "every forward like the official code, same outputs, slower).",
     "ties_density": "With --fusion ties: fraction of each task delta's entries kept by magnitude.",
     "probe_samples": "Probe samples per task for CKA (a fixed sample of its training records).",
+    "expert_init": "How a task's expert starts: fresh (a new LoRA, as the paper) or previous (a copy of the "
+                   "previous task's expert, which it then leaves unchanged).",
 }
 
 
@@ -65,6 +69,8 @@ def validate(options: dict[str, Any]) -> None:
         raise EngineError(f"probe_samples must be >= 2, got {options['probe_samples']}")
     if not isinstance(options["merge_fused"], bool):
         raise EngineError(f"merge_fused must be true or false, got {options['merge_fused']!r}")
+    if options["expert_init"] not in EXPERT_INITS:
+        raise EngineError(f"unknown expert_init {options['expert_init']!r}", hint=f"use one of {', '.join(EXPERT_INITS)}")
     expand = str(options["expand"]).strip().lower()
     if expand not in ("top", "auto"):
         parts = [p for p in expand.replace(" ", "").split(",") if p]

@@ -39,14 +39,18 @@ class Hide(Method):
         import torch
 
         from ..adapters import new_lora
+        from ..hide.experts import copy_into
         from ..hide.stage import previous_state
 
-        previous_state(spec.prev_stage_dir, spec.stage_index)  # fail before training, not after
+        prev = previous_state(spec.prev_stage_dir, spec.stage_index)  # fail before training, not after
         # Each task's expert starts from its own random A (as separate experts do in the official
         # code); the training RNG stream is left as the pipeline seeded it.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(spec.train.seed * 1_000_003 + spec.stage_index)
-            return new_lora(base, spec.train)
+            model = new_lora(base, spec.train)
+        if prev is not None and self.options["expert_init"] == "previous":
+            copy_into(model, prev.experts[-1])
+        return model
 
     def save(self, model: nn.Module, spec: StageSpec) -> dict[str, str]:
         from ..adapters import save_adapter
