@@ -8,8 +8,8 @@ from engine_fixtures import cl_tasks, tiny_base_dir  # noqa: F401  (session fixt
 
 from hicl_app.engine.config import ModelConfig, TrainConfig
 from hicl_app.engine.models import load_base
-from hicl_app.engine.uir import (GENERAL_INQUIRIES, encode_inquiries, feature_distance, inquiry_pool, pick,
-                                 uir_loss)
+from hicl_app.engine.uir import (GENERAL_INQUIRIES, MAX_TASK_INQUIRIES, encode_inquiries, feature_distance, pick,
+                                 task_instructions, uir_loss)
 from hicl_app.taskfile import load_records
 
 
@@ -25,7 +25,7 @@ def lora_model(tiny_base_dir):
 
 def _inquiries(loaded, cl_tasks):
     records = load_records(cl_tasks["color"].train_path)
-    return encode_inquiries(loaded.processor, inquiry_pool(records), 64)
+    return encode_inquiries(loaded.processor, task_instructions(records) + list(GENERAL_INQUIRIES), 64)
 
 
 def _scale_lora_b(model, value: float, seed: int = 0) -> None:
@@ -36,15 +36,13 @@ def _scale_lora_b(model, value: float, seed: int = 0) -> None:
                 p.copy_(value * torch.randn(p.shape, generator=g))
 
 
-def test_pool_holds_task_questions_without_answers_and_never_the_held_out_prompts(cl_tasks):
+def test_instructions_without_answers_and_never_the_held_out_prompts(cl_tasks):
     from hicl_app.synth.tasks import GENERAL_PROMPTS
 
     records = load_records(cl_tasks["color"].train_path)
-    pool = inquiry_pool(records)
-    assert pool[0] == "What color is the shape?" and pool.count("What color is the shape?") == 1
-    assert not {r["answer"] for r in records} & set(pool)
-    assert len(pool) == 1 + len(GENERAL_INQUIRIES)
-    assert inquiry_pool(records, general=False) == ["What color is the shape?"]
+    assert task_instructions(records) == ["What color is the shape?"]
+    many = [{"question": f"q{i % 300}", "answer": "x"} for i in range(900)] + [{"question": " ", "answer": "y"}]
+    assert task_instructions(many) == [f"q{i}" for i in range(MAX_TASK_INQUIRIES)]
     held_out = {p.casefold().strip() for p in GENERAL_PROMPTS}
     assert not held_out & {q.casefold().strip() for q in GENERAL_INQUIRIES}
 
@@ -59,12 +57,18 @@ def test_inquiries_are_text_only_prompts(tiny_base_dir, cl_tasks):
     assert max(len(s) for s in encode_inquiries(loaded.processor, list(GENERAL_INQUIRIES), 6)) <= 6
 
 
-def test_pick_depends_on_seed_and_step_only():
-    assert pick(25, 4, 0, 7) == pick(25, 4, 0, 7)
-    assert len({tuple(pick(25, 4, 0, step)) for step in range(10)}) > 1
-    assert len({tuple(pick(25, 4, seed, 3)) for seed in range(10)}) > 1
-    assert len(set(pick(25, 4, 1, 3))) == 4
-    assert sorted(pick(3, 10, 0, 0)) == [0, 1, 2]
+def test_pick_mixes_both_pools_and_depends_on_seed_and_step_only():
+    assert pick(1, 24, 4, 0, 7) == pick(1, 24, 4, 0, 7)
+    tasks, general = pick(10, 24, 4, 0, 7)
+    assert len(tasks) == 2 and len(general) == 2 and len(set(general)) == 2
+    assert len({tuple(map(tuple, pick(10, 24, 4, 0, step))) for step in range(10)}) > 1
+    assert len({tuple(map(tuple, pick(10, 24, 4, seed, 3))) for seed in range(10)}) > 1
+    assert pick(1, 24, 5, 0, 0)[0] == [0] and len(pick(1, 24, 5, 0, 0)[1]) == 4  # one instruction: the rest general
+    assert pick(0, 24, 4, 0, 0)[0] == [] and len(pick(0, 24, 4, 0, 0)[1]) == 4
+    assert sorted(pick(10, 0, 4, 0, 0)[0]) == sorted(set(pick(10, 0, 4, 0, 0)[0])) and len(pick(10, 0, 4, 0, 0)[0]) == 4
+    assert len(pick(10, 1, 4, 0, 0)[0]) == 3  # a short general pool is topped up from the tasks
+    small = pick(2, 1, 9, 0, 0)  # fewer inquiries than asked: all of them, once
+    assert sorted(small[0]) == [0, 1] and small[1] == [0]
 
 
 @pytest.mark.parametrize("distance", ["mse", "cos"])

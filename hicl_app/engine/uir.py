@@ -2,8 +2,9 @@
 plain, unlabeled questions where the stage's starting model had them.
 
 Our reading of the method (METHODS.md, "LLaVA-c"). An inquiry is an instruction without its
-answer: the stage's own task questions plus a built-in pool of general questions. Each step
-a few inquiries, text only, go through the language model twice: with the LoRA (`h`) and with
+answer: the stage's own task questions plus a built-in pool of general questions; each step
+draws half its inquiries from each. They go, text only, through the language model twice: with
+the LoRA (`h`) and with
 the adapter disabled (`h_ref`, no grad; the same weights, so no second model in memory). The
 loss is the mean over inquiry tokens of `‖h − h_ref‖²` (`mse`) or `1 − cos(h, h_ref)` (`cos`),
 `h` the last hidden state (after the final norm). It is zero while the LoRA is zero (B = 0 at
@@ -54,13 +55,14 @@ GENERAL_INQUIRIES: tuple[str, ...] = (
 )
 
 
-def inquiry_pool(records: list[dict], *, general: bool = True) -> list[str]:
-    """The stage's distinct task questions (first-seen order, answers dropped) + the general pool."""
-    questions = [str(r.get("question", "")).strip() for r in records]
-    pool = list(dict.fromkeys(q for q in questions if q))
-    if general:
-        pool += [q for q in GENERAL_INQUIRIES if q not in pool]
-    return pool
+#: distinct instructions kept per task (first seen); a real VQA set has thousands
+MAX_TASK_INQUIRIES = 256
+
+
+def task_instructions(records: list[dict]) -> list[str]:
+    """A task's distinct questions (first-seen order, answers dropped), at most MAX_TASK_INQUIRIES."""
+    questions = (str(r.get("question", "")).strip() for r in records)
+    return list(dict.fromkeys(q for q in questions if q))[:MAX_TASK_INQUIRIES]
 
 
 def encode_inquiries(processor: Any, questions: list[str], max_length: int) -> list[list[int]]:
@@ -77,9 +79,18 @@ def encode_inquiries(processor: Any, questions: list[str], max_length: int) -> l
     return out
 
 
-def pick(n_pool: int, n: int, seed: int, step: int) -> list[int]:
-    """Which inquiries step `step` uses: a function of (seed, step) only, so a resume repeats it."""
-    return random.Random(f"hicl-uir:{seed}:{step}").sample(range(n_pool), min(n, n_pool))
+def pick(n_task: int, n_general: int, n: int, seed: int, step: int) -> tuple[list[int], list[int]]:
+    """Which task and general inquiries step `step` uses: half of `n` (rounded up) from the task
+    instructions, the rest from the general pool (all from one when the other is empty), without
+    repeats. A function of (seed, step) only, so a resumed stage repeats it."""
+    rng = random.Random(f"hicl-uir:{seed}:{step}")
+    want_task = min(n_task, (n + 1) // 2 if n_general else n)
+    tasks = rng.sample(range(n_task), want_task)
+    general = rng.sample(range(n_general), min(n_general, n - want_task))
+    if len(tasks) + len(general) < n:  # the general pool ran short: top up from the tasks
+        rest = [i for i in range(n_task) if i not in tasks]
+        tasks += rng.sample(rest, min(len(rest), n - len(tasks) - len(general)))
+    return tasks, general
 
 
 def _batch(inquiries: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -76,7 +76,7 @@ class LlavaC(Method):
         "uir": "on: unsupervised inquiry regularization; off: none.",
         "uir_weight": "Weight of the UIR feature distance in the loss (0 disables it).",
         "uir_distance": "UIR distance between last hidden states: mse (squared L2 per token) or cos (1 - cosine).",
-        "uir_batch": "Text-only inquiries per optimizer step.",
+        "uir_batch": "Text-only inquiries per optimizer step (half task instructions, half general questions).",
         "pretrain_task": "Task whose captions tune the projector before the first stage (empty: no pretraining).",
         "pretrain_steps": "Projector pretraining steps.",
         "pretrain_lr": "Projector pretraining learning rate.",
@@ -96,7 +96,8 @@ class LlavaC(Method):
             raise EngineError(f"llava-c option pretrain_task={o['pretrain_task']!r} must be a task name")
         o["pretrain_steps"] = _number(o["pretrain_steps"], "pretrain_steps", int, 1, "an integer >= 1")
         o["pretrain_lr"] = _number(o["pretrain_lr"], "pretrain_lr", float, 1e-12, "a number > 0")
-        self._inquiries: list[list[int]] = []
+        self._task_inquiries: list[list[int]] = []
+        self._general_inquiries: list[list[int]] = []
         self._pad_id = 0
         self._seed = 0
         self._projector = False
@@ -133,22 +134,25 @@ class LlavaC(Method):
             self._pretrain(base, processor, spec)
             self._projector = True
         self._seed = spec.train.seed
-        self._inquiries = []
+        self._task_inquiries, self._general_inquiries = [], []
         if self.uir_active:
             from ...taskfile import load_records
-            from ..uir import encode_inquiries, inquiry_pool
+            from ..uir import GENERAL_INQUIRIES, encode_inquiries, task_instructions
 
-            records = [r for t in spec.train_tasks for r in load_records(t.train_path)]
-            self._inquiries = encode_inquiries(processor, inquiry_pool(records), spec.train.max_length)
+            questions = [q for t in spec.train_tasks for q in task_instructions(load_records(t.train_path))]
+            self._task_inquiries = encode_inquiries(processor, list(dict.fromkeys(questions)), spec.train.max_length)
+            self._general_inquiries = encode_inquiries(processor, list(GENERAL_INQUIRIES), spec.train.max_length)
             self._pad_id = processor.tokenizer.pad_token_id
         return new_lora(base, spec.train)
 
     def extra_loss(self, model: nn.Module, batch: dict[str, torch.Tensor], step: int) -> torch.Tensor | None:
-        if not self.uir_active or not self._inquiries:
+        if not self.uir_active or not (self._task_inquiries or self._general_inquiries):
             return None
         from ..uir import pick, uir_loss
 
-        chosen = [self._inquiries[i] for i in pick(len(self._inquiries), self.options["uir_batch"], self._seed, step)]
+        tasks, general = pick(len(self._task_inquiries), len(self._general_inquiries), self.options["uir_batch"],
+                              self._seed, step)
+        chosen = [self._task_inquiries[i] for i in tasks] + [self._general_inquiries[i] for i in general]
         return self.options["uir_weight"] * uir_loss(model, chosen, pad_id=self._pad_id,
                                                      distance=self.options["uir_distance"])
 
