@@ -178,3 +178,20 @@ def test_a_later_stage_without_the_previous_state_fails_before_training(tiny_bas
     loaded = load_base(spec.model)
     with pytest.raises(EngineError, match="needs the HiDe state of the previous stage"):
         get_method("hide").prepare(loaded.model, spec)
+
+
+def test_benchmark_helpers_count_parameters_and_time_both_models(two_stages, tiny_base_dir, cl_tasks):
+    from hicl_app.engine.hide.bench import inference_ratio, param_report
+
+    stage = two_stages["root"] / "stage-1"
+    report = param_report(stage)
+    per_layer = report["one_adapter"] // 4  # 4 decoder layers with the same 7 linears each
+    assert report["tasks"] == 2 and report["expanded_layers"] == [3]
+    assert report["expanded_experts"] == 2 * per_layer  # t top-layer experts...
+    assert report["kept"] == 3 * per_layer + 2 * per_layer  # ...plus the fused layers as one adapter
+    assert report["stored_factors"] == 2 * report["one_adapter"]
+    records = _mixed_test_records(cl_tasks, n=2)
+    timing = inference_ratio(tiny_base_dir, stage, records, eval_cfg=EvalConfig(batch_size=4, max_new_tokens=3),
+                             repeats=1)
+    assert timing["hide_s"] > 0 and timing["merged_lora_s"] > 0 and timing["n"] == 4
+    assert timing["ratio"] == pytest.approx(timing["hide_s"] / timing["merged_lora_s"])

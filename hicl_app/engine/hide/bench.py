@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -42,38 +42,42 @@ def merged_lora_model(base: str | ModelConfig, adapter_dir: str | Path) -> tuple
     return loaded, load_lora(loaded.model, Path(adapter_dir)).merge_and_unload()
 
 
-def time_generation(model: nn.Module, loaded: LoadedModel, records: list[dict], cfg: EvalConfig,
-                    repeats: int = 3) -> tuple[float, list[str]]:
-    """(best wall seconds over `repeats` after one warm-up, the answers) of batched generation."""
+def _timed(model: nn.Module, loaded: LoadedModel, records: list[dict], cfg: EvalConfig,
+           clock: Callable[[], float]) -> tuple[float, list[str]]:
+    sync = (lambda: torch.cuda.synchronize(loaded.device)) if loaded.device.type == "cuda" else (lambda: None)
+    sync()
+    t0 = clock()
     answers = generate_answers(model, loaded.processor, records, cfg, device=loaded.device, dtype=loaded.dtype)
-    best = float("inf")
-    for _ in range(repeats):
-        if loaded.device.type == "cuda":
-            torch.cuda.synchronize(loaded.device)
-        t0 = time.perf_counter()
-        generate_answers(model, loaded.processor, records, cfg, device=loaded.device, dtype=loaded.dtype)
-        if loaded.device.type == "cuda":
-            torch.cuda.synchronize(loaded.device)
-        best = min(best, time.perf_counter() - t0)
-    return best, answers
+    sync()
+    return clock() - t0, answers
 
 
 def inference_ratio(base: str | ModelConfig, stage_dir: str | Path, records: list[dict], *,
                     options: dict[str, Any] | None = None, eval_cfg: EvalConfig | None = None,
-                    repeats: int = 3) -> dict[str, Any]:
+                    repeats: int = 3, clock: Callable[[], float] = time.perf_counter) -> dict[str, Any]:
     """Time of the HiDe model over time of base + the stage's LoRA merged, same batch and settings.
 
-    Returns {"hide_s", "merged_lora_s", "ratio", "n", "batch_size", "max_new_tokens"}. Both
-    generate the same number of tokens only if they answer alike; `max_new_tokens` bounds both.
+    Both models are loaded side by side and timed in alternation (best of `repeats` each, after
+    one warm-up), so a change in machine load hits both. `clock` is wall time by default; on a
+    shared CPU, `time.process_time` with one torch thread is steadier (CUDA is synchronised
+    around each reading either way). Returns {"hide_s", "merged_lora_s", "ratio", "n",
+    "batch_size", "max_new_tokens", "same_answers"}: the two models answer alike only when the
+    routed experts agree with the stage's own, so `max_new_tokens` is what bounds both.
     """
     cfg = eval_cfg or EvalConfig(batch_size=len(records), max_new_tokens=16)
-    loaded, lora = merged_lora_model(base, Path(stage_dir) / "adapter")
-    lora_s, _ = time_generation(lora, loaded, records, cfg, repeats)
-    del lora, loaded
-    loaded, hide = build_eval_model(base, stage_dir, options)
-    hide_s, _ = time_generation(hide, loaded, records, cfg, repeats)
-    return {"hide_s": hide_s, "merged_lora_s": lora_s, "ratio": hide_s / lora_s, "n": len(records),
-            "batch_size": cfg.batch_size, "max_new_tokens": cfg.max_new_tokens}
+    lora_loaded, lora = merged_lora_model(base, Path(stage_dir) / "adapter")
+    hide_loaded, hide = build_eval_model(base, stage_dir, options)
+    _timed(lora, lora_loaded, records, cfg, clock)
+    _timed(hide, hide_loaded, records, cfg, clock)
+    best = {"lora": float("inf"), "hide": float("inf")}
+    answers = {}
+    for _ in range(repeats):
+        for name, model, loaded in (("lora", lora, lora_loaded), ("hide", hide, hide_loaded)):
+            seconds, answers[name] = _timed(model, loaded, records, cfg, clock)
+            best[name] = min(best[name], seconds)
+    return {"hide_s": best["hide"], "merged_lora_s": best["lora"], "ratio": best["hide"] / best["lora"],
+            "n": len(records), "batch_size": cfg.batch_size, "max_new_tokens": cfg.max_new_tokens,
+            "same_answers": answers["hide"] == answers["lora"]}
 
 
 def _layer_of(path: str) -> int:
