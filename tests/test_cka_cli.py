@@ -72,6 +72,11 @@ def test_analyze_cka_of_a_hide_run(cli, home, tmp_path, cl_tasks, tiny_base_dir)
     assert "layer 3" in text.stdout and "color" in text.stdout and "mean cross-task CKA per layer" in text.stdout
     assert set(load_cka(catalog, run_id)) == {"layer 0", "layer 3", "layer 3 (rbf)"}
 
+    queued = cli("run", "start", "--method", "seq-lora", "--tasks", "color,bg", "--base", tiny_base_dir,
+                 "--no-worker", "--json")
+    res = cli("analyze", "cka", json.loads(queued.stdout)["run_id"])
+    assert res.exit_code == 3 and "no finished stage" in res.stderr
+
 
 def test_analyze_cka_refuses_bad_input(cli, home):
     res = cli("analyze", "cka", "nope")

@@ -38,6 +38,9 @@ def _sources(session, run) -> tuple[dict, list[str]]:
     if not done:
         raise InvalidInput(f"run {run.id} has no finished stage to analyse",
                            hint="wait for the run (`hicl run show`), or analyse another one")
+    if len(done) < 2:
+        raise InvalidInput(f"run {run.id} has {len(done)} finished stage(s); CKA compares the task models of two or more",
+                           hint="analyse a run with at least two finished stages (joint training has one model)")
     if run.method == "hide":
         stage, adapter = done[-1]
         return {"hide_stage_dir": Path(adapter.path).parent}, list(run.task_order)
