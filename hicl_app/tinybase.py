@@ -16,7 +16,7 @@ from pathlib import Path
 from .fsio import atomic_write_json
 
 RECIPE_FILE = "hicl-tiny-base.json"
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2  # 2: the vision tower is pretrained on scene attributes first, then frozen
 
 
 @dataclass(frozen=True)
@@ -27,9 +27,11 @@ class BaseRecipe:
     lr: float = 2e-3
     batch_size: int = 16
     size: str = "tiny"
+    #: steps of the vision tower's attribute pretraining (0: none, the tower learns from captions only)
+    vision_steps: int = 600
 
     def key(self) -> str:
-        return f"tiny-base-v{RECIPE_VERSION}-s{self.seed}-n{self.samples}-k{self.steps}"
+        return f"tiny-base-v{RECIPE_VERSION}-s{self.seed}-n{self.samples}-k{self.steps}-v{self.vision_steps}"
 
 
 def is_built(out_dir: Path, recipe: BaseRecipe) -> bool:
@@ -55,13 +57,28 @@ def build(out_dir: str | Path, recipe: BaseRecipe = BaseRecipe(), on_event=None)
         records = parse_task_file(data / "pretrain" / "train.jsonl").records
         build_tiny_base(out_dir, seed=recipe.seed, corpus=vocabulary_corpus(), size=recipe.size)
         try:
+            if recipe.vision_steps:
+                _pretrain_vision(out_dir, recipe, on_event)
             pretrain(out_dir, records, steps=recipe.steps, lr=recipe.lr, batch_size=recipe.batch_size,
-                     seed=recipe.seed, on_event=on_event)
+                     seed=recipe.seed, on_event=on_event, freeze_vision=bool(recipe.vision_steps))
         except BaseException:
             shutil.rmtree(out_dir, ignore_errors=True)
             raise
     atomic_write_json(out_dir / RECIPE_FILE, {"recipe": asdict(recipe), "version": RECIPE_VERSION})
     return out_dir
+
+
+def _pretrain_vision(out_dir: Path, recipe: BaseRecipe, on_event=None) -> dict[str, float]:
+    """The tower's "CLIP pretraining" on the attributes of the pretraining scenes (same stream)."""
+    from .engine.vision_pretrain import pretrain_vision
+    from .synth.attributes import CLASSES, label_columns
+    from .synth.images import render
+    from .synth.tasks import pretrain_sample
+
+    scenes = [pretrain_sample(recipe.seed + 1000, i)[0] for i in range(recipe.samples)]
+    images = [render(scene, 64) for scene in scenes]
+    return pretrain_vision(out_dir, images, label_columns(scenes), CLASSES, steps=recipe.vision_steps,
+                           seed=recipe.seed, on_event=on_event)
 
 
 def ensure(cache_dir: Path, recipe: BaseRecipe = BaseRecipe(), on_event=None) -> tuple[Path, bool]:

@@ -130,13 +130,15 @@ def build_tiny_base(out_dir: str | os.PathLike, seed: int = 0, corpus: list[str]
 
 
 def pretrain(model_dir: str | os.PathLike, records: list[dict], steps: int = 200, lr: float = 5e-4,
-             batch_size: int = 8, seed: int = 0, on_event=None) -> Path:
+             batch_size: int = 8, seed: int = 0, on_event=None, freeze_vision: bool = False) -> Path:
     """Fully train the tiny base on `records` (e.g. captions) and save it back in place.
 
     An untrained base cannot be taught anything by LoRA alone: its frozen random lm_head and
     final norm cap how confident any prediction can get. A short full pretraining (warm-up,
     cosine, clipping; a constant 1e-3 collapses) gives it the vocabulary and visual grounding
     a real pretrained model has, so the continual tasks then learn in a few hundred LoRA steps.
+    `freeze_vision` keeps the vision tower as it is (LLaVA's recipe once the tower is pretrained,
+    see vision_pretrain.py).
     """
     import torch
 
@@ -149,19 +151,27 @@ def pretrain(model_dir: str | os.PathLike, records: list[dict], steps: int = 200
     model = loaded.model
     for param in model.parameters():
         param.requires_grad_(True)
+    if freeze_vision:
+        for param in model.model.vision_tower.parameters():
+            param.requires_grad_(False)
     cfg = TrainConfig(max_steps=steps, lr=lr, batch_size=batch_size, warmup_ratio=0.15, seed=seed,
                       checkpoint_every=0)
     torch.manual_seed(seed)
     train(model, loaded.processor, records, cfg, device=loaded.device, dtype=loaded.dtype,
           checkpoint_dir=None, fingerprint={}, on_event=on_event)
+    _save_in_place(model, loaded.processor, model_dir)
+    return model_dir
+
+
+def _save_in_place(model, processor, model_dir: Path) -> None:
+    """Replace the model folder atomically with `model` and `processor`."""
     stage = staging_dir(model_dir)
     try:
         model.save_pretrained(stage)
-        loaded.processor.save_pretrained(stage)
+        processor.save_pretrained(stage)
         publish_dir(stage, model_dir)
     except BaseException:
         import shutil
 
         shutil.rmtree(stage, ignore_errors=True)
         raise
-    return model_dir
