@@ -20,12 +20,16 @@ METRIC_KEYS = [("mft", "MFT"), ("last", "Last"), ("avg", "Avg"), ("bwt", "BWT"),
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--steps", type=click.IntRange(1), default=600, show_default=True, help="Pretraining steps.")
 @click.option("--samples", type=click.IntRange(8), default=1500, show_default=True, help="Pretraining descriptions.")
-def tiny_base(out_dir: str, seed: int, steps: int, samples: int) -> None:
-    """Build a tiny LLaVA-architecture base, pretrained on CPU on generic image descriptions."""
+@click.option("--vision-steps", type=click.IntRange(0), default=600, show_default=True,
+              help="Steps of the vision tower's pretraining on scene attributes (0: none; the tower then "
+                   "learns from the descriptions only and is not frozen).")
+def tiny_base(out_dir: str, seed: int, steps: int, samples: int, vision_steps: int) -> None:
+    """Build a tiny LLaVA-architecture base: a vision tower pretrained on scene attributes, then
+    the whole model (tower frozen) on generic image descriptions, on CPU."""
     from .. import tinybase
 
     t0 = time.monotonic()
-    recipe = tinybase.BaseRecipe(seed=seed, steps=steps, samples=samples)
+    recipe = tinybase.BaseRecipe(seed=seed, steps=steps, samples=samples, vision_steps=vision_steps)
     path = tinybase.build(out_dir, recipe, on_event=_pretrain_progress(steps))
     click.echo(str(path))
     info(f"\ntiny base saved to {path} in {time.monotonic() - t0:.0f}s")
@@ -44,8 +48,9 @@ def _pretrain_progress(total: int):
 
 @click.command("demo")
 @click.option("--home", type=click.Path(file_okay=False), help="Workspace for the demo (default: the current one).")
-@click.option("--methods", help="Comma-separated methods (default: all available); METHOD:KEY=VALUE[:...] "
-                                "runs a variant with options changed, e.g. llava-c,llava-c:sac=off.")
+@click.option("--methods", help="Comma-separated methods (default: every method, and the variants of the README's "
+                                "results table); METHOD:KEY=VALUE[:...] runs a variant with options changed, e.g. "
+                                "llava-c,llava-c:sac=off.")
 @click.option("--tasks", "n_tasks", type=click.IntRange(2, 6), help="How many benchmark tasks (default 6; 3 with --quick).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--quick", is_flag=True, help="A small, fast version (for tests and a first look).")
@@ -55,11 +60,11 @@ def _pretrain_progress(total: int):
 def demo(app: AppContext, home, methods, n_tasks, seed, quick, ceilings, as_json) -> None:
     """Run every method on the built-in benchmark and compare them (CPU, nothing downloaded)."""
     from ..catalog.db import Catalog
-    from ..demo import DemoConfig, run_demo
-    from ..engine.methods import method_names
+    from ..demo import DemoConfig, default_methods, run_demo
 
     settings = Settings.resolve(home) if home else app.settings
-    overrides = {"seed": seed, "ceilings": ceilings, "methods": tuple(m.strip() for m in methods.split(",")) if methods else tuple(method_names())}
+    chosen = tuple(m.strip() for m in methods.split(",")) if methods else default_methods()
+    overrides = {"seed": seed, "ceilings": ceilings, "methods": chosen}
     if n_tasks:
         overrides["tasks"] = n_tasks
     cfg = DemoConfig.quick(**overrides) if quick else DemoConfig(**overrides)
@@ -86,7 +91,7 @@ def _print_report(result: dict) -> None:
         click.echo("  ".join(f"{label} {fmt_num(m.get(k))}" for k, label in METRIC_KEYS))
         if run.get("general"):
             click.echo(_general_line(run["general"]))
-    click.echo("\n== comparison (scores 0-100; BWT, Forgetting and General Δ in points) ==")
+    click.echo("\n== comparison (points; a caption score, the mean of BLEU-1..4, ROUGE-L and CIDEr-D x100, can pass 100) ==")
     rows = [[method] + [run["metrics"].get(k) for k, _ in METRIC_KEYS] + _general_cells(run.get("general"))
             for method, run in result["runs"].items()]
     click.echo(table(["method"] + [label for _, label in METRIC_KEYS] + ["General", "General Δ"], rows))
