@@ -16,6 +16,7 @@ MODULES = {
     "eval": "eval_batched",
     "train": "train_loop",
     "hide-merge": "hide_merge",
+    "hide-infer": "hide_infer",
     "cli-start": "cli_start",
     "memory": "memory",
 }

@@ -33,7 +33,7 @@ def _env(workload, repeats: int) -> dict:
 @click.command("bench")
 @click.option("--base", type=click.Path(file_okay=False),
               help="A saved image-text-to-text model folder (default: the demo's tiny base, built once).")
-@click.option("--only", help="Comma-separated benchmarks: eval, train, hide-merge, cli-start, memory (default: all).")
+@click.option("--only", help="Comma-separated benchmarks: eval, train, hide-merge, hide-infer, cli-start, memory (default: all).")
 @click.option("--repeats", type=click.IntRange(1, 20), default=3, show_default=True,
               help="Interleaved rounds per timed variant (the median is reported).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
@@ -45,6 +45,7 @@ def bench(app: AppContext, base, only, repeats, as_json) -> None:
     eval        batched evaluation vs one sample at a time (same predictions)
     train       vision cache + length grouping vs a PEFT + Trainer loop (same losses)
     hide-merge  HiDe merged fused layers vs rebuilt every forward (same predictions)
+    hide-infer  the HiDe model vs base + one merged LoRA (cost ratio, parameters kept)
     cli-start   `hicl --help` vs `python -c pass`
     memory      peak RSS of a 6-task hide run vs seq-lora, each in a child process
     Exits 1 if a correctness check fails; a missed speed target is reported, not an error.
