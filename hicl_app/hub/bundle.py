@@ -259,7 +259,7 @@ def model_card(run: Run, manifest: dict, repo_id: str) -> str:
         "",
         "## Accuracy matrix",
         "",
-        "Row = after training stage, column = task; scores 0-100.",
+        "Row = after training stage, column = task; scores in points (accuracy %, or for caption tasks the mean of BLEU-1..4, ROUGE-L and CIDEr-D x100, which can pass 100).",
         "",
         _md_table(["after stage"] + names,
                   ([["zero-shot"] + [_num(v) for v in manifest["zero_shot"]]] if manifest["zero_shot"] else [])
