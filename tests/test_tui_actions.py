@@ -262,6 +262,28 @@ async def test_start_run_form_records_the_run_in_the_order_ticked(catalog, tmp_p
 
 
 @async_test
+async def test_start_run_form_starts_a_background_worker_like_run_start(catalog, tmp_path, monkeypatch):
+    import hicl_app.worker.daemon as daemon
+
+    calls = []
+    monkeypatch.setattr(daemon, "start_background_worker",
+                        lambda settings: calls.append(settings.home) or daemon.Started(4242, tmp_path / "worker.log"))
+    add_tasks(catalog, tmp_path / "data", ["alpha"])
+    app = HiclApp(catalog, poll_interval=None, start_worker=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        await pilot.press("s")
+        await settle(pilot)
+        app.screen.query_one("#tasks").select("alpha")
+        await _fill(pilot, {"base": str(fake_base(tmp_path)), "max_steps": "3"})
+        await pilot.click("#submit")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen), what="the new run's screen")
+        notes = [n.message for n in app._notifications]
+    assert calls == [catalog.settings.home]
+    assert any("background worker (pid 4242) trains it" in m for m in notes), notes
+
+
+@async_test
 async def test_start_run_form_shows_form_and_catalog_errors(catalog, tmp_path):
     add_tasks(catalog, tmp_path / "data", ["alpha"])
     app = HiclApp(catalog, poll_interval=None)

@@ -59,9 +59,11 @@ class HiclApp(App[None]):
     BINDINGS = [Binding("question_mark", "help", "Help"), Binding("q", "quit", "Quit")]
 
     def __init__(self, catalog: Catalog, *, poll_interval: float | None = 0.5, page_size: int = PAGE_SIZE,
-                 exit_on_first_paint: bool = False) -> None:
+                 exit_on_first_paint: bool = False, start_worker: bool = False) -> None:
         super().__init__()
         self.catalog = catalog
+        #: start a background worker for a run started from the form (`hicl tui` does; tests don't)
+        self.start_worker = start_worker
         self.poll_interval = poll_interval
         self.page_size = page_size
         self.exit_on_first_paint = exit_on_first_paint
@@ -163,9 +165,10 @@ class HiclApp(App[None]):
     def action_start_run(self) -> None:
         from .screens.start_run import StartRunScreen
 
-        def started(run_id: int | None) -> None:
-            if run_id is not None:
-                self.notify(f"run {run_id} queued: `hicl worker` trains it")
+        def started(result: tuple[int, str] | None) -> None:
+            if result is not None:
+                run_id, who = result
+                self.notify(f"run {run_id} queued: {who}")
                 self.open_run(run_id)
 
         self.push_screen(StartRunScreen(), started)

@@ -16,8 +16,8 @@ from ..forms import TRAIN_FIELDS, parse_run_form
 from ..widgets.error_report import ErrorReport
 
 
-class StartRunScreen(ModalScreen[int | None]):
-    """Dismissed with the new run's id, or None when cancelled."""
+class StartRunScreen(ModalScreen[tuple[int, str] | None]):
+    """Dismissed with (the new run's id, who trains it), or None when cancelled."""
 
     BINDINGS = [Binding("escape", "dismiss(None)", "Cancel"), Binding("ctrl+s", "submit", "Start")]
 
@@ -109,7 +109,19 @@ class StartRunScreen(ModalScreen[int | None]):
         except Exception as exc:
             self.app.call_from_thread(self._failed, exc)
             return
-        self.app.call_from_thread(self.dismiss, run.id)
+        self.app.call_from_thread(self.dismiss, (run.id, self._worker_for_it()))
+
+    def _worker_for_it(self) -> str:
+        """Start a background worker unless one is alive (as `hicl run start` does); say who trains the run."""
+        if not getattr(self.app, "start_worker", False):
+            return "`hicl worker` trains it"
+        from ...worker.daemon import start_background_worker
+
+        try:
+            started = start_background_worker(self.app.catalog.settings)
+        except HiclError as exc:
+            return f"no worker could start ({exc}); run `hicl worker`"
+        return "the running worker trains it" if started is None else f"a background worker (pid {started.pid}) trains it"
 
     def _failed(self, exc: Exception) -> None:
         self.query_one(ErrorReport).show_error(exc)
