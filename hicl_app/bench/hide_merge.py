@@ -22,7 +22,6 @@ def run(workload) -> Result:
     if "hide" not in method_names():
         return skipped(NAME, MEASURES, "method hide is not registered", f">= {TARGET:g}x")
     from ..engine.config import EvalConfig
-    from ..engine.generate import generate_answers
 
     stage_dir = workload.hide_run()
     records = workload.records("test")
@@ -34,10 +33,7 @@ def run(workload) -> Result:
         models[merged] = (method.load(loaded.model, stage_dir), loaded)
 
     def trial(merged: bool):
-        model, loaded = models[merged]
-        t0 = workload.clock()
-        answers = generate_answers(model, loaded.processor, records, cfg, device=loaded.device, dtype=loaded.dtype)
-        return workload.clock() - t0, answers
+        return workload.timed_answers(*models[merged], records, cfg)
 
     workload.log(f"{NAME}: {len(records)} questions, {workload.repeats} rounds")
     times, outputs = interleaved({"merged": lambda: trial(True), "per-forward": lambda: trial(False)},

@@ -49,6 +49,14 @@ class Workload:
 
         return load_base(ModelConfig(str(self.base), device=self.device, dtype=self.dtype))
 
+    def timed_answers(self, model, loaded, records: list[dict], cfg) -> tuple[float, list[str]]:
+        """(seconds on this workload's clock, answers) of batched greedy generation: one trial."""
+        from ..engine.generate import generate_answers
+
+        t0 = self.clock()
+        answers = generate_answers(model, loaded.processor, records, cfg, device=loaded.device, dtype=loaded.dtype)
+        return self.clock() - t0, answers
+
     def hide_run(self) -> Path:
         """Folder of the last stage of a six-stage `hide` run on the workload (trained once)."""
         if self._hide_run is None:
