@@ -66,6 +66,42 @@ def test_shared_direction_counts_once_private_ones_stay():
     assert torch.allclose(_dense(half), shared * 2 / 2 ** 0.5 + old_only + new_only, atol=1e-6)
 
 
+@pytest.mark.parametrize("overlap", ["projection", "aligned"])
+def test_both_overlap_measures_agree_on_the_clear_cases(overlap):
+    q, r = _bases(3)
+    d1 = _delta(q[:, :2], r[:, :2], [3.0, 1.0])
+    d2 = _delta(q[:, 2:4], r[:, 2:4], [2.0, 0.5])
+    first, _ = consolidate(None, d1, gamma=1.0, rank=8, overlap=overlap)
+    orth, _ = consolidate(first, d2, gamma=1.0, rank=8, overlap=overlap)
+    assert torch.allclose(_dense(orth), _dense(d1) + _dense(d2), atol=1e-6)
+    same, stats = consolidate(first, d1, gamma=1.0, rank=8, overlap=overlap)
+    assert torch.allclose(_dense(same), _dense(d1), atol=1e-6) and stats.overlap == pytest.approx(1.0, abs=1e-6)
+
+
+def test_aligned_overlap_keeps_independent_tasks_that_only_tie_in_singular_value():
+    q, r = _bases(4)
+    # two tasks on orthogonal directions with the same singular value, one nudged into the other's
+    # input space by a small shared component: the SVD of the sum mixes their directions
+    d1 = _delta(q[:, :1], r[:, :1], [1.0])
+    mixed_in = (r[:, 1:2] + 0.05 * r[:, :1]) / (1 + 0.05 ** 2) ** 0.5
+    d2 = _delta(q[:, 1:2], mixed_in, [1.0])
+    first, _ = consolidate(None, d1, gamma=1.0, rank=8)
+    target = _dense(d1) + _dense(d2)
+    by_projection, p_stats = consolidate(first, d2, gamma=1.0, rank=8, overlap="projection")
+    aligned, a_stats = consolidate(first, d2, gamma=1.0, rank=8, overlap="aligned")
+    assert p_stats.overlap > 0.4  # reads the two independent tasks as largely shared
+    assert a_stats.overlap < 0.01
+    assert (_dense(aligned) - target).norm() < 0.01 * target.norm()
+    assert (_dense(by_projection) - target).norm() > 0.2 * target.norm()
+
+
+def test_unknown_overlap_measure_is_refused():
+    g = torch.Generator().manual_seed(5)
+    delta = (torch.randn(D, 2, generator=g, dtype=torch.float64), torch.randn(2, D, generator=g, dtype=torch.float64))
+    with pytest.raises(EngineError, match="overlap"):
+        consolidate(None, delta, gamma=1.0, rank=4, overlap="cosine")
+
+
 @pytest.mark.parametrize("gamma", [0.0, 1.0])
 def test_rank_bound_holds_over_many_tasks(gamma):
     g = torch.Generator().manual_seed(3)

@@ -11,7 +11,15 @@ adapted linear layer, with `D` the consolidated delta of the earlier tasks and
     D' = Σ_{k in top r} (σ_k / c_k^γ) u_k v_kᵀ       (the r largest calibrated values)
 
 so directions one task owns add unchanged, a direction both hold equally is not doubled, and
-the rank stays at most `r` whatever the number of tasks. The SVD never forms a dense d×d
+the rank stays at most `r` whatever the number of tasks.
+
+`overlap="aligned"` measures the two contributions as vectors instead of their projections on
+(u_k, v_k): with a_k = D v_k, b_k = Δ v_k (output side) and a'_k = Dᵀ u_k, b'_k = Δᵀ u_k (input
+side), c_k = 1 + cos⁺(a_k, b_k) · cos⁺(a'_k, b'_k) · min(|a_k|, |b_k|) / max(|a_k|, |b_k|). It
+equals the projection form when both tasks map the same input to the same output (identical
+deltas: c = 2), but stays 1 when two tasks only share a singular value: where σ's tie or
+nearly tie, the SVD of D + Δ mixes directions of both tasks, and the projection form then
+reads independent tasks as up to half shared. The SVD never forms a dense d×d
 matrix: `D + Δ = L Rᵀ` with `L = [P, scale·B]`, `Rᵀ = [Qᵀ; A]` (k = rank(D) + LoRA rank
 columns), so a QR of each factor and the SVD of a k×k core give it exactly. `plain_add` is
 the ablation (`sac=off`): the factors are concatenated, exact addition with no truncation.
@@ -59,21 +67,24 @@ def _both(prev: Factors | None, delta: Factors) -> tuple[torch.Tensor, torch.Ten
     return p, qt, bs, a
 
 
-def consolidate(prev: Factors | None, delta: Factors, *, gamma: float, rank: int) -> tuple[Factors, LayerStats]:
+OVERLAPS = ("projection", "aligned")
+
+
+def consolidate(prev: Factors | None, delta: Factors, *, gamma: float, rank: int,
+                overlap: str = "projection") -> tuple[Factors, LayerStats]:
     """SAC of one layer: `prev` the consolidated factors so far (None at the first task), `delta`
     the new task's `(scale·B, A)`. Returns float32 factors of rank <= `rank`, and stats."""
     if rank < 1:
         raise ValueError("rank must be >= 1")
+    if overlap not in OVERLAPS:
+        raise EngineError(f"unknown SAC overlap measure {overlap!r}", hint=f"use one of {', '.join(OVERLAPS)}")
     p, qt, bs, a = _both(prev, delta)
     left, right_t = torch.cat([p, bs], 1), torch.cat([qt, a], 0)
     ql, rl = torch.linalg.qr(left)  # reduced: left = ql rl
     qr, rr = torch.linalg.qr(right_t.T)
     um, s, vmh = torch.linalg.svd(rl @ rr.T)
     u, v = ql @ um, qr @ vmh.T  # left @ right_t = u diag(s) vᵀ
-    p_k = ((u.T @ p) * (qt @ v).T).sum(1).abs()
-    q_k = ((u.T @ bs) * (a @ v).T).sum(1).abs()
-    big = torch.maximum(p_k, q_k)
-    c = torch.where(big > 0, (p_k + q_k) / big.clamp_min(torch.finfo(big.dtype).tiny), torch.ones_like(big))
+    c = _overlap_projection(p, qt, bs, a, u, v) if overlap == "projection" else _overlap_aligned(p, qt, bs, a, u, v)
     calibrated = s / c.pow(gamma)
     order = torch.argsort(calibrated, descending=True)
     top = calibrated.max() if calibrated.numel() else s.new_zeros(())
@@ -86,6 +97,31 @@ def consolidate(prev: Factors | None, delta: Factors, *, gamma: float, rank: int
                        energy_kept=float((calibrated[idx] ** 2).sum()) / energy if energy > 0 else 1.0,
                        overlap=float(((c - 1) * s).sum() / s.sum()) if float(s.sum()) > 0 else 0.0)
     return (us, vt), stats
+
+
+def _overlap_projection(p, qt, bs, a, u, v) -> torch.Tensor:
+    """c_k = (p_k + q_k) / max(p_k, q_k), p_k = |u_kᵀ D v_k|, q_k = |u_kᵀ Δ v_k| (METHODS.md)."""
+    p_k = ((u.T @ p) * (qt @ v).T).sum(1).abs()
+    q_k = ((u.T @ bs) * (a @ v).T).sum(1).abs()
+    big = torch.maximum(p_k, q_k)
+    return torch.where(big > 0, (p_k + q_k) / big.clamp_min(torch.finfo(big.dtype).tiny), torch.ones_like(big))
+
+
+def _cos_and_ratio(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per column: max(cos(x_k, y_k), 0) and min(|x_k|, |y_k|) / max(|x_k|, |y_k|) (0 where either is 0)."""
+    nx, ny = x.norm(dim=0), y.norm(dim=0)
+    tiny = torch.finfo(x.dtype).tiny
+    both = (nx > 0) & (ny > 0)
+    cos = torch.where(both, (x * y).sum(0) / (nx * ny).clamp_min(tiny), torch.zeros_like(nx)).clamp_min(0)
+    ratio = torch.where(both, torch.minimum(nx, ny) / torch.maximum(nx, ny).clamp_min(tiny), torch.zeros_like(nx))
+    return cos, ratio
+
+
+def _overlap_aligned(p, qt, bs, a, u, v) -> torch.Tensor:
+    """c_k = 1 + cos⁺(D v_k, Δ v_k) · cos⁺(Dᵀ u_k, Δᵀ u_k) · min/max of |D v_k|, |Δ v_k|."""
+    cos_out, ratio = _cos_and_ratio(p @ (qt @ v), bs @ (a @ v))
+    cos_in, _ = _cos_and_ratio(qt.T @ (p.T @ u), a.T @ (bs.T @ u))
+    return 1 + cos_out * cos_in * ratio
 
 
 def plain_add(prev: Factors | None, delta: Factors) -> tuple[Factors, LayerStats]:
@@ -171,7 +207,8 @@ class Consolidation:
 
 
 def consolidate_model(model: nn.Module, prev_path: str | os.PathLike | None, out_path: str | os.PathLike, *,
-                      mode: str, gamma: float, rank: int, metadata: dict[str, str] | None = None) -> Consolidation:
+                      mode: str, gamma: float, rank: int, metadata: dict[str, str] | None = None,
+                      overlap: str = "projection") -> Consolidation:
     """Consolidate every LoRA layer of `model` with the factors in `prev_path` into `out_path`.
 
     Streams: each layer's previous factors are read, combined with the live LoRA factors and
@@ -182,14 +219,14 @@ def consolidate_model(model: nn.Module, prev_path: str | os.PathLike | None, out
     lora = lora_deltas(model)
     prev = FactorReader(prev_path)
     result = Consolidation(mode)
-    meta = {"format": FORMAT, "version": str(VERSION), "mode": mode, "gamma": repr(gamma), "rank": str(rank),
+    meta = {"format": FORMAT, "version": str(VERSION), "mode": mode, "gamma": repr(gamma), "overlap": overlap, "rank": str(rank),
             **(metadata or {})}
     with StreamingWriter(out_path, meta) as out:
         for name in sorted(set(lora) | prev.names):
             before = prev.get(name)
             if name in lora:
                 delta = layer_delta(lora[name])
-                (us, vt), stats = (consolidate(before, delta, gamma=gamma, rank=rank) if mode == "sac"
+                (us, vt), stats = (consolidate(before, delta, gamma=gamma, rank=rank, overlap=overlap) if mode == "sac"
                                    else plain_add(before, delta))
             else:
                 us, vt = before

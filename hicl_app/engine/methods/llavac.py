@@ -61,6 +61,7 @@ class LlavaC(Method):
         "sac": "on",
         "sac_gamma": 1.0,
         "sac_rank": 0,
+        "sac_overlap": "projection",
         "uir": "on",
         "uir_weight": 0.01,
         "uir_distance": "mse",
@@ -73,6 +74,9 @@ class LlavaC(Method):
         "sac": "on: spectral-aware consolidation of each task's delta; off: plain addition (exact, rank grows).",
         "sac_gamma": "Exponent of the overlap calibration: sigma_k / c_k^gamma (0: truncated SVD, no calibration).",
         "sac_rank": "Rank bound of the consolidated delta per layer (0: twice the LoRA rank).",
+        "sac_overlap": "How SAC measures the two tasks' share of a direction: projection (METHODS.md: "
+                       "|u_k' D v_k| vs |u_k' Delta v_k|) or aligned (cosines of the two contributions, "
+                       "which stays 1 where the SVD merely mixes independent directions).",
         "uir": "on: unsupervised inquiry regularization; off: none.",
         "uir_weight": "Weight of the UIR feature distance in the loss (0 disables it).",
         "uir_distance": "UIR distance between last hidden states: mse (squared L2 per token) or cos (1 - cosine).",
@@ -90,6 +94,8 @@ class LlavaC(Method):
         o["sac_rank"] = _number(o["sac_rank"], "sac_rank", int, 0, "an integer >= 0 (0: twice the LoRA rank)")
         o["uir_weight"] = _number(o["uir_weight"], "uir_weight", float, 0.0, "a number >= 0")
         o["uir_batch"] = _number(o["uir_batch"], "uir_batch", int, 1, "an integer >= 1")
+        if o["sac_overlap"] not in ("projection", "aligned"):
+            raise EngineError(f"llava-c option sac_overlap={o['sac_overlap']!r} must be projection or aligned")
         if o["uir_distance"] not in ("mse", "cos"):
             raise EngineError(f"llava-c option uir_distance={o['uir_distance']!r} must be mse or cos")
         if not isinstance(o["pretrain_task"], str):
@@ -169,9 +175,10 @@ class LlavaC(Method):
         mode = "sac" if self.options["sac"] == "on" else "add"
         out = stage_dir / SAC_DIR / SAC_FILE
         result = consolidate_model(model, prev, out, mode=mode, gamma=self.options["sac_gamma"], rank=rank,
-                                   metadata={"tasks": str(spec.stage_index + 1)})
+                                   metadata={"tasks": str(spec.stage_index + 1)}, overlap=self.options["sac_overlap"])
         manifest = {"format": "hicl-sac", "version": 1, "file": SAC_FILE, "stage_index": spec.stage_index,
                     "tasks_consolidated": spec.stage_index + 1, "gamma": self.options["sac_gamma"],
+                    "overlap": self.options["sac_overlap"],
                     "rank_bound": rank if mode == "sac" else None, **result.summary(),
                     "factors": "<module>.us = U*S (d_out x r), <module>.vt = V^T (r x d_in); delta = us @ vt"}
         atomic_write_json(stage_dir / SAC_DIR / SAC_MANIFEST, manifest)
