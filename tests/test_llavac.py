@@ -44,7 +44,8 @@ def test_options_are_checked_and_named():
     assert m.options["sac"] == "off" and not m.uir_active and m.sac_rank(8) == 5 and m.needs_tasks() == ["caps"]
     for bad, match in [({"sac": "maybe"}, "on or off"), ({"sac_gamma": -1}, ">= 0"), ({"uir_distance": "l1"}, "mse or cos"),
                        ({"uir_batch": 0}, ">= 1"), ({"sac_rank": 2.5}, "integer"), ({"uir_weight": "x"}, "number"),
-                       ({"pretrain_lr": 0}, "> 0"), ({"sac_gama": 1}, "unknown option")]:
+                       ({"pretrain_lr": 0}, "> 0"), ({"sac_gama": 1}, "unknown option"),
+                       ({"sac_overlap": "cosine"}, "projection or aligned")]:
         with pytest.raises(EngineError, match=match):
             get_method("llava-c", bad)
     assert set(m.option_help) == set(m.defaults)

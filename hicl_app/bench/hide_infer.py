@@ -2,8 +2,10 @@
 
 The cheapest model a LoRA method can serve is the base with its adapter merged (no cost per
 token). The HiDe model adds the routing encoders and, in its expanded layers, one expert per
-task mixed per sample; its fused layers are merged like the LoRA. Both answer every test
-question of the workload in batches; the figure is hide time / merged-LoRA time (target <= 1.2).
+task mixed per sample; its fused layers are merged like the LoRA. The figure is hide time /
+merged-LoRA time of a forward pass over the same batches of every test prompt of the workload
+(target <= 1.2): the same tokens for both. Greedy generation is timed too and reported, but the
+two models' answers differ in length, so that ratio also measures how much each one says.
 The parameters the HiDe stage keeps are reported beside it. The figure is for the method's
 defaults (the paper's: the top layer expanded); the same stage served with every layer expanded
 (what `--expand auto` chooses on the demo's 4-layer model) is timed beside it and reported.
@@ -43,9 +45,12 @@ def run(workload) -> Result:
     models = {"hide": (hide, hide_loaded), "hide-all-layers": (hide_all, all_loaded),
               "merged-lora": (lora, lora_loaded)}
 
-    workload.log(f"{NAME}: {len(records)} questions, {workload.repeats} rounds")
-    times, _ = interleaved({name: (lambda n=name: workload.timed_answers(*models[n], records, cfg)) for name in models},
+    batches = _batches(hide_loaded, records, cfg.batch_size)
+    workload.log(f"{NAME}: {len(records)} prompts in {len(batches)} batches, {workload.repeats} rounds")
+    times, _ = interleaved({name: (lambda n=name: _timed_forward(workload, models[n][0], batches)) for name in models},
                            workload.repeats)
+    gen, _ = interleaved({name: (lambda n=name: workload.timed_answers(*models[n], records, cfg)) for name in models},
+                         workload.repeats)
     figure = times["hide"] / times["merged-lora"]
     all_ratio = times["hide-all-layers"] / times["merged-lora"]
     params = param_report(stage_dir, hide)
@@ -53,8 +58,35 @@ def run(workload) -> Result:
     n = len(records)
     check = (f"{len(params['expanded_layers'])} expanded layer(s), {params['tasks']} experts, kept "
              f"{params['kept'] / params['one_adapter']:.2f}x one adapter; every layer expanded: "
-             f"{all_ratio:.2f}x, kept {params_all['kept'] / params_all['one_adapter']:.2f}x")
+             f"{all_ratio:.2f}x, kept {params_all['kept'] / params_all['one_adapter']:.2f}x; generation "
+             f"{gen['hide'] / gen['merged-lora']:.2f}x / {gen['hide-all-layers'] / gen['merged-lora']:.2f}x")
     return Result(NAME, MEASURES, f"{n / times['hide']:.1f} samples/s", f"{n / times['merged-lora']:.1f} samples/s",
                   figure, "ratio", f"<= {TARGET:g}x", figure <= TARGET, check, None,
-                  {"samples": n, "seconds": times, "options": method.options, "params": params,
+                  {"samples": n, "forward_seconds": times, "generate_seconds": gen, "options": method.options, "params": params,
                    "all_layers": {"ratio": all_ratio, "params": params_all}})
+
+
+def _batches(loaded, records: list[dict], size: int) -> list[dict]:
+    """The prompts of `records`, encoded and left-padded in batches of `size`, on the model's device."""
+    from ..engine.data import Encoder, collate
+
+    encoder = Encoder(loaded.processor, max_length=10**9)
+    prompts = [encoder.encode(r, with_answer=False) for r in records]
+    pad = loaded.processor.tokenizer.pad_token_id
+    out = []
+    for start in range(0, len(prompts), size):
+        batch = collate(prompts[start:start + size], pad, "left")
+        batch.pop("labels")
+        out.append({k: (v.to(loaded.device, loaded.dtype) if v.is_floating_point() else v.to(loaded.device))
+                    for k, v in batch.items()})
+    return out
+
+
+def _timed_forward(workload, model, batches: list[dict]) -> tuple[float, None]:
+    import torch
+
+    t0 = workload.clock()
+    with torch.no_grad():
+        for batch in batches:
+            model(**batch)
+    return workload.clock() - t0, None
