@@ -146,6 +146,22 @@ def test_batched_and_one_by_one_predictions_agree(two_stages, cl_tasks):
     assert len({tuple(w.round(decimals=3).tolist()) for w in together}) > 1  # samples really are routed apart
 
 
+def test_generate_routes_each_sample_as_a_forward_does(two_stages, cl_tasks):
+    """Generation (whose forwards transformers >= 5.24 gives pre-encoded images and a `cache`, not
+    pixel_values) must route on the image and instruction, once, as a plain forward of the prompt."""
+    net, processor = two_stages["net"], two_stages["processor"]
+    kwargs = dict(device=torch.device("cpu"), dtype=torch.float32)
+    for t, name in enumerate(ORDER):
+        record = read_jsonl(cl_tasks[name].test_path)[0]
+        with torch.no_grad():
+            net(**_batch(processor, [record]))
+        expected = handle_of(net).last_weights.clone()
+        assert expected.argmax(1).tolist() == [t]
+        handle_of(net).state.weights = None
+        generate_answers(net, processor, [record], EvalConfig(batch_size=1, max_new_tokens=4), **kwargs)
+        assert torch.allclose(handle_of(net).last_weights, expected, atol=1e-5), name
+
+
 @pytest.mark.parametrize("fusion", ["sum", "mean-delta", "ties"])
 def test_merged_and_per_forward_fused_layers_give_the_same_outputs(two_stages, tiny_base_dir, fusion):
     batch = two_stages["batch"]

@@ -11,6 +11,7 @@ from engine_fixtures import cl_tasks, read_jsonl, tiny_base_dir  # noqa: F401  (
 from hicl_app.engine.config import EvalConfig, ModelConfig, TrainConfig
 from hicl_app.engine.data import Encoder, collate
 from hicl_app.engine.errors import EngineError
+from hicl_app.engine.generate import generate_answers
 from hicl_app.engine.hide.model import handle_of
 from hicl_app.engine.hide.routing import ClipEncoder
 from hicl_app.engine.hide.state import load_state
@@ -92,6 +93,11 @@ def test_clip_router_anchors_and_routing(clip_run, tiny_base_dir, cl_tasks):
     together = handle.last_weights.clone()
     with torch.no_grad():
         net(**_batch(loaded.processor, records[7:8]))
+    assert torch.allclose(handle.last_weights[0], together[7], atol=1e-5)
+    # generation routes the same way (its forwards get pre-encoded images, not the pixels CLIP needs)
+    handle.state.weights = None
+    generate_answers(net, loaded.processor, records[7:8], EvalConfig(batch_size=1, max_new_tokens=3),
+                     device=torch.device("cpu"), dtype=torch.float32)
     assert torch.allclose(handle.last_weights[0], together[7], atol=1e-5)
 
 

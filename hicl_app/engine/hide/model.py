@@ -19,7 +19,7 @@ from ..errors import EngineError
 from ..models import decoder_layers
 from .experts import Expert, RoutingState, _unwrap, attach_routed
 from .fusion import attach_fused, merge_into
-from .routing import RoutingHook
+from .routing import RoutingHook, routed_generate
 
 HANDLE_ATTR = "hicl_hide"
 
@@ -98,6 +98,7 @@ def build(model: nn.Module, experts: list[Expert], anchors_img: torch.Tensor | N
     router = RoutingHook.for_model(model, encoder, None if anchors_img is None else anchors_img.to(dev),
                                    anchors_txt.to(dev), tau, state)
     hooks.append(model.register_forward_pre_hook(router, with_kwargs=True))
+    model.generate = routed_generate(model, router)
     setattr(model, HANDLE_ATTR, HideHandle(state, router, expanded, fused, hooks))
     return model
 

@@ -16,11 +16,12 @@ Encoders (both frozen, so a task's anchors are exactly the mean over its trainin
 Everything works from the tensors the model receives, so the anchors (computed from collated
 prompts at the end of a stage) and the routing at inference see identical features.
 `RoutingHook` computes the weights once per sample at prefill and leaves them for the
-KV-cache decoding steps.
+KV-cache decoding steps; `routed_generate` routes a `generate` call once, on its raw inputs.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 from dataclasses import dataclass
 from typing import Any
@@ -161,6 +162,12 @@ def route(f_img: torch.Tensor | None, f_txt: torch.Tensor, a_img: torch.Tensor |
     return torch.softmax(s / tau, dim=-1)
 
 
+def _cache_of(kwargs: dict) -> Any:
+    """The KV cache a forward was given (`cache` in transformers >= 5.24, `past_key_values` before)."""
+    cache = kwargs.get("cache")
+    return cache if cache is not None else kwargs.get("past_key_values")
+
+
 def _cache_length(past: Any) -> int:
     if past is None:
         return 0
@@ -188,6 +195,8 @@ class RoutingHook:
     tau: float
     state: RoutingState
     reuse_image: bool = False
+    #: set while `routed_generate` has routed the call's raw inputs; the forwards inside keep them
+    pinned: bool = False
 
     @classmethod
     def for_model(cls, model: nn.Module, encoder: Any, a_img, a_txt, tau: float, state: RoutingState) -> "RoutingHook":
@@ -198,15 +207,18 @@ class RoutingHook:
     def __call__(self, module: nn.Module, args: tuple, kwargs: dict):
         input_ids = kwargs.get("input_ids", args[0] if args else None)
         pixel_values = kwargs.get("pixel_values")
-        if pixel_values is None and _cache_length(kwargs.get("past_key_values")) > 0:
+        encoded = kwargs.get("mm_encoder_outputs")
+        # `generate` in transformers >= 5.24 encodes the images before the loop and hands them over
+        # as mm_encoder_outputs (no pixel_values), and calls the KV cache `cache`, not past_key_values
+        image_outputs = encoded.get("image") if isinstance(encoded, dict) else None
+        if pixel_values is None and image_outputs is None and _cache_length(_cache_of(kwargs)) > 0:
             return None  # a decoding step: the prefill's weights stay
-        if self.state.fixed is not None:
+        if self.pinned or self.state.fixed is not None:
             return None
         if input_ids is None:
             raise EngineError("the hide model routes on input_ids; it was called without them",
                               hint="pass input_ids (not inputs_embeds)")
-        image_outputs = None
-        if pixel_values is not None and self.reuse_image and kwargs.get("mm_encoder_outputs") is None:
+        if pixel_values is not None and self.reuse_image and image_outputs is None:
             image_outputs = self.encoder.image_outputs(module, pixel_values, kwargs)
             kwargs = {k: v for k, v in kwargs.items() if k != "pixel_values"}
             kwargs["mm_encoder_outputs"] = {"image": image_outputs}
@@ -214,6 +226,33 @@ class RoutingHook:
                                              image_outputs, kwargs)
         self.state.weights = route(f_img, f_txt, self.a_img, self.a_txt, self.tau)
         return args, kwargs
+
+
+def routed_generate(model: nn.Module, router: RoutingHook):
+    """`model.generate` that routes every sample once, on the raw prompt, before decoding.
+
+    transformers >= 5.24 encodes the images before the first forward and gives the forwards no
+    pixel_values, so a CLIP router could not see the image there; routing here works the same
+    for every encoder and transformers version."""
+    original = model.generate
+
+    @functools.wraps(original)
+    def generate(*args, **kwargs):
+        if router.state.fixed is None:
+            input_ids = kwargs.get("input_ids", args[0] if args else None)
+            if input_ids is None:
+                raise EngineError("the hide model routes on input_ids; generate was called without them",
+                                  hint="pass input_ids (not inputs_embeds)")
+            f_img, f_txt = router.encoder.features(model, input_ids, kwargs.get("attention_mask"),
+                                                   kwargs.get("pixel_values"), None, kwargs)
+            router.state.weights = route(f_img, f_txt, router.a_img, router.a_txt, router.tau)
+        router.pinned = True
+        try:
+            return original(*args, **kwargs)
+        finally:
+            router.pinned = False
+
+    return generate
 
 
 @torch.no_grad()
