@@ -7,6 +7,7 @@ catalog. Everything is cached in the workspace, so a second demo skips the prepa
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,6 +125,20 @@ def run_demo(catalog: Catalog, cfg: DemoConfig, log: Log, on_progress=None) -> d
     return {"tasks": tasks, "general": general, "base": str(base), "runs": results,
             **({"ceilings": ceilings, "chance": _chance(tasks)} if cfg.ceilings else {}),
             "wall_s": time.monotonic() - started}
+
+
+def split_methods(text: str) -> tuple[str, ...]:
+    """`seq-lora,hide:expand=0,3` -> ("seq-lora", "hide:expand=0,3"): the methods of `--methods`.
+
+    Commas separate methods, but a piece that is only a layer index continues the option value
+    before it, so a list value such as `expand=0,3` needs no quoting of its own."""
+    out: list[str] = []
+    for piece in (p.strip() for p in text.split(",")):
+        if out and "=" in out[-1] and re.fullmatch(r"-?\d+", piece):
+            out[-1] += "," + piece
+        elif piece:
+            out.append(piece)
+    return tuple(out)
 
 
 def parse_variant(label: str) -> tuple[str, dict]:

@@ -53,8 +53,11 @@ def test_run_show_and_metrics_report_general_retention(cli, home):
 
 
 def test_demo_variants_parse_and_bad_ones_fail_before_anything_is_made(home):
-    from hicl_app.demo import DemoConfig, parse_variant, run_demo
+    from hicl_app.demo import DemoConfig, parse_variant, run_demo, split_methods
 
+    assert split_methods("seq-lora, hide:expand=0,3,-1,joint") == ("seq-lora", "hide:expand=0,3,-1", "joint")
+    assert split_methods("3,hide") == ("3", "hide")  # a lone index with nothing to continue stays a (bad) name
+    assert parse_variant("hide:expand=0,3") == ("hide", {"expand": "0,3"})
     assert parse_variant("llava-c") == ("llava-c", {})
     assert parse_variant("llava-c:sac=off:uir-weight=0:sac_gamma=0.5") == \
         ("llava-c", {"sac": "off", "uir_weight": 0, "sac_gamma": 0.5})

@@ -50,7 +50,7 @@ def _pretrain_progress(total: int):
 @click.option("--home", type=click.Path(file_okay=False), help="Workspace for the demo (default: the current one).")
 @click.option("--methods", help="Comma-separated methods (default: every method, and the variants of the README's "
                                 "results table); METHOD:KEY=VALUE[:...] runs a variant with options changed, e.g. "
-                                "llava-c,llava-c:sac=off.")
+                                "llava-c,llava-c:sac=off,hide:expand=0,3.")
 @click.option("--tasks", "n_tasks", type=click.IntRange(2, 6), help="How many benchmark tasks (default 6; 3 with --quick).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--quick", is_flag=True, help="A small, fast version (for tests and a first look).")
@@ -60,10 +60,10 @@ def _pretrain_progress(total: int):
 def demo(app: AppContext, home, methods, n_tasks, seed, quick, ceilings, as_json) -> None:
     """Run every method on the built-in benchmark and compare them (CPU, nothing downloaded)."""
     from ..catalog.db import Catalog
-    from ..demo import DemoConfig, default_methods, run_demo
+    from ..demo import DemoConfig, default_methods, run_demo, split_methods
 
     settings = Settings.resolve(home) if home else app.settings
-    chosen = tuple(m.strip() for m in methods.split(",")) if methods else default_methods()
+    chosen = split_methods(methods) if methods else default_methods()
     overrides = {"seed": seed, "ceilings": ceilings, "methods": chosen}
     if n_tasks:
         overrides["tasks"] = n_tasks
