@@ -27,6 +27,9 @@ from torch import nn
 #: bytes of stored features per model; past it, new images are computed but not stored
 MAX_BYTES = 2 << 30
 _STORE_ATTR = "_hicl_vision_features"
+#: keywords that leave the image features as they are (transformers >= 5.24 hands the forward's
+#: use_cache on to get_image_features); any other keeps the call uncached
+_PLAIN_KWARGS = frozenset({"return_dict", "use_cache"})
 
 
 def _owner(model: nn.Module) -> nn.Module | None:
@@ -93,7 +96,7 @@ def _cached_get_image_features(owner: nn.Module, original: Any, store: FeatureSt
     @functools.wraps(original)
     def get_image_features(pixel_values: torch.Tensor, vision_feature_layer=None,
                            vision_feature_select_strategy=None, image_sizes=None, **kwargs):
-        plain = image_sizes is None and set(kwargs) <= {"return_dict"} and kwargs.get("return_dict", True)
+        plain = image_sizes is None and set(kwargs) <= _PLAIN_KWARGS and kwargs.get("return_dict", True)
         tower = owner.vision_tower
         if not plain or not isinstance(pixel_values, torch.Tensor) or not _frozen(tower):
             return original(pixel_values, vision_feature_layer=vision_feature_layer,
