@@ -162,6 +162,29 @@ def test_generate_routes_each_sample_as_a_forward_does(two_stages, cl_tasks):
         assert torch.allclose(handle_of(net).last_weights, expected, atol=1e-5), name
 
 
+def test_top1_routing_runs_each_sample_on_its_highest_weight_expert_alone(two_stages, tiny_base_dir, cl_tasks):
+    stage = two_stages["root"] / "stage-1"
+    _, top1 = _hide_model(tiny_base_dir, stage, expand="0,1,2,3", routing="top1")
+    _, soft = _hide_model(tiny_base_dir, stage, expand="0,1,2,3")
+    processor, state = two_stages["processor"], handle_of(soft).state
+    mixed = _mixed_test_records(cl_tasks)
+    for records in (mixed, mixed[:4]):  # both tasks (a gathered path per sample), then one task's
+        with torch.no_grad():
+            got = top1(**_batch(processor, records)).logits[:, -1]
+            soft(**_batch(processor, records))
+            picked = state.weights.argmax(1)
+            assert handle_of(top1).last_weights.tolist() == torch.nn.functional.one_hot(picked, 2).tolist()
+            same = bool((picked == picked[0]).all())
+            assert records is not mixed or not same  # the mixed batch does use both experts
+            assert handle_of(top1).state.single == (int(picked[0]) if same else None)
+            for i, record in enumerate(records):  # the soft model with all weight on that expert
+                state.fixed = torch.nn.functional.one_hot(picked[i], 2).float()
+                assert torch.allclose(got[i], soft(**_batch(processor, [record])).logits[0, -1], atol=1e-4)
+                state.fixed = None
+    with pytest.raises(EngineError, match="unknown routing"):
+        get_method("hide", {"routing": "top2"})
+
+
 @pytest.mark.parametrize("fusion", ["sum", "mean-delta", "ties"])
 def test_merged_and_per_forward_fused_layers_give_the_same_outputs(two_stages, tiny_base_dir, fusion):
     batch = two_stages["batch"]

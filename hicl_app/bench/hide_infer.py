@@ -18,9 +18,11 @@ from .core import Result, interleaved, skipped
 NAME = "hide-infer"
 MEASURES = "HiDe model inference vs base + one merged LoRA"
 TARGET = 1.2
-#: the same stage served with other expanded layers, timed beside the default: the first and the
-#: top layer, and every layer (what `--expand auto` chooses on the demo's 4-layer model)
-VARIANTS = {"hide-first-top": "0,-1", "hide-all-layers": "all"}
+#: the same stage served with other options, timed beside the default: the first and the top layer
+#: expanded, every layer (what `--expand auto` chooses on the demo's 4-layer model), and every layer
+#: with top-1 routing (one expert's rank-r path per sample instead of all t); "all" = every layer
+VARIANTS = {"hide-first-top": {"expand": "0,-1"}, "hide-all-layers": {"expand": "all"},
+            "hide-all-top1": {"expand": "all", "routing": "top1"}}
 
 
 def run(workload) -> Result:
@@ -42,10 +44,10 @@ def run(workload) -> Result:
     hide = method.load(hide_loaded.model, stage_dir)
     models = {"hide": (hide, hide_loaded)}
     every = ",".join(str(i) for i in range(len(decoder_layers(hide_loaded.model)[1])))
-    for name, expand in VARIANTS.items():
+    for name, options in VARIANTS.items():
         loaded = workload.load()
-        models[name] = (get_method("hide", {"expand": every if expand == "all" else expand}).load(loaded.model, stage_dir),
-                        loaded)
+        options = {**options, "expand": every if options["expand"] == "all" else options["expand"]}
+        models[name] = (get_method("hide", options).load(loaded.model, stage_dir), loaded)
     lora_loaded = workload.load()
     models["merged-lora"] = (load_lora(lora_loaded.model, stage_dir / "adapter").merge_and_unload(), lora_loaded)
 
@@ -57,14 +59,14 @@ def run(workload) -> Result:
                          workload.repeats)
     figure = times["hide"] / times["merged-lora"]
     params = param_report(stage_dir, hide)
-    variants = {name: {"expand": VARIANTS[name], "ratio": times[name] / times["merged-lora"],
+    variants = {name: {"options": VARIANTS[name], "ratio": times[name] / times["merged-lora"],
                        "generate_ratio": gen[name] / gen["merged-lora"], "params": param_report(stage_dir, models[name][0])}
                 for name in VARIANTS}
     n = len(records)
     check = (f"{len(params['expanded_layers'])} expanded layer(s), {params['tasks']} experts, kept "
              f"{params['kept'] / params['one_adapter']:.2f}x one adapter, generation "
              f"{gen['hide'] / gen['merged-lora']:.2f}x; "
-             + "; ".join(f"expand {v['expand']}: {v['ratio']:.2f}x, kept "
+             + "; ".join(f"{' '.join(f'{k} {o}' for k, o in v['options'].items())}: {v['ratio']:.2f}x, kept "
                          f"{v['params']['kept'] / v['params']['one_adapter']:.2f}x, generation {v['generate_ratio']:.2f}x"
                          for v in variants.values()))
     return Result(NAME, MEASURES, f"{n / times['hide']:.1f} samples/s", f"{n / times['merged-lora']:.1f} samples/s",

@@ -104,6 +104,19 @@ class RoutingState:
     n_experts: int
     weights: torch.Tensor | None = None
     fixed: torch.Tensor | None = None
+    #: route each sample to its highest-weight expert alone (`routing=top1`) instead of the mixture
+    top1: bool = False
+    #: with top1, the expert every sample of the current batch uses, when they all use one
+    single: int | None = None
+
+    def set(self, weights: torch.Tensor) -> None:
+        """Take the router's softmax weights [batch, experts] for the next forwards."""
+        if self.top1:
+            index = weights.argmax(1)
+            weights = torch.nn.functional.one_hot(index, weights.shape[1]).to(weights.dtype)
+            first = int(index[0])
+            self.single = first if bool((index == first).all()) else None
+        self.weights = weights
 
     def for_batch(self, batch: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         if self.fixed is not None:
@@ -127,13 +140,30 @@ class RoutedDelta:
     row_scale: torch.Tensor  # [R] the owning expert's scale
     state: RoutingState
     handle: object = field(default=None, repr=False)
+    rank: int | None = None  # every expert's rank, when they share one (what the top-1 path needs)
 
     def __call__(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
         x = args[0]
         w = self.state.for_batch(x.shape[0], x.device, x.dtype)  # [b, E]
+        if self.state.top1 and self.state.fixed is None and self.rank is not None:
+            return output + self._top1(x, w)
         coef = w[:, self.owner] * self.row_scale  # [b, R]
         h = (x @ self.a_cat.T) * coef.view(x.shape[0], *([1] * (x.dim() - 2)), -1)
         return output + h @ self.b_cat.T
+
+    def _top1(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """One rank-r path per sample, its own expert's: scale_e · B_e A_e x (w is one-hot)."""
+        n, r = w.shape[1], self.rank
+        a = self.a_cat.view(n, r, -1)  # [E, r, in]
+        b = self.b_cat.view(self.b_cat.shape[0], n, r).permute(1, 0, 2)  # [E, out, r]
+        scale = self.row_scale.view(n, r)[:, 0]
+        e = self.state.single
+        if e is not None:  # the whole batch uses one expert: plain matmuls
+            return (x @ a[e].T) @ b[e].T * scale[e]
+        idx = w.argmax(1)
+        x3 = x.reshape(x.shape[0], -1, x.shape[-1])
+        h = torch.bmm(x3, a[idx].transpose(1, 2)) * scale[idx].view(-1, 1, 1)
+        return torch.bmm(h, b[idx].transpose(1, 2)).reshape(*x.shape[:-1], -1)
 
 
 def routed_delta(experts: list[Expert], path: str, state: RoutingState, device: torch.device,
@@ -147,7 +177,9 @@ def routed_delta(experts: list[Expert], path: str, state: RoutingState, device: 
     b_cat = torch.cat([e.factors[path][1] for e in experts], dim=1).to(device, dtype)
     owner = torch.cat([torch.full((e.factors[path][0].shape[0],), i, dtype=torch.long) for i, e in enumerate(experts)])
     row_scale = torch.cat([torch.full((e.factors[path][0].shape[0],), e.scales[path]) for e in experts])
-    return RoutedDelta(a_cat, b_cat, owner.to(device), row_scale.to(device, dtype), state)
+    ranks = {e.factors[path][0].shape[0] for e in experts}
+    return RoutedDelta(a_cat, b_cat, owner.to(device), row_scale.to(device, dtype), state,
+                       rank=ranks.pop() if len(ranks) == 1 else None)
 
 
 def attach_routed(model: nn.Module, experts: list[Expert], paths: list[str], state: RoutingState) -> list:

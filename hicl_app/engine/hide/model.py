@@ -78,7 +78,7 @@ def resolve_expand(expand: str, n_layers: int) -> list[int] | None:
 
 def build(model: nn.Module, experts: list[Expert], anchors_img: torch.Tensor | None, anchors_txt: torch.Tensor,
           encoder: Any, expanded_layers: list[int], *, tau: float, fusion: str, merge_fused: bool,
-          ties_density: float) -> nn.Module:
+          ties_density: float, routing: str = "soft") -> nn.Module:
     """Turn the plain base `model` into the HiDe model of `experts` (in place) and return it."""
     if getattr(model, HANDLE_ATTR, None) is not None:
         raise EngineError("this model already carries HiDe experts", hint="build from a freshly loaded base")
@@ -86,7 +86,7 @@ def build(model: nn.Module, experts: list[Expert], anchors_img: torch.Tensor | N
         raise EngineError("a HiDe model needs at least one task expert")
     paths = sorted(experts[0].factors)
     expanded, fused = split_paths(model, paths, expanded_layers)
-    state = RoutingState(len(experts))
+    state = RoutingState(len(experts), top1=routing == "top1")
     hooks = []
     if fused:
         if merge_fused:

@@ -13,6 +13,7 @@ from ..errors import EngineError
 FUSIONS = ("sum", "mean-delta", "ties")
 KERNELS = ("linear", "rbf")
 EXPERT_INITS = ("fresh", "previous")
+ROUTINGS = ("soft", "top1")
 
 DEFAULTS: dict[str, Any] = {
     "tau": 0.1,
@@ -25,6 +26,7 @@ DEFAULTS: dict[str, Any] = {
     "ties_density": 0.2,
     "probe_samples": 16,
     "expert_init": "fresh",
+    "routing": "soft",
 }
 
 HELP: dict[str, str] = {
@@ -43,6 +45,8 @@ HELP: dict[str, str] = {
     "probe_samples": "Probe samples per task for CKA (a fixed sample of its training records).",
     "expert_init": "How a task's expert starts: fresh (a new LoRA, as the paper) or previous (a copy of the "
                    "previous task's expert, which it then leaves unchanged).",
+    "routing": "How the expanded layers mix the experts: soft (the paper: every expert, weighted by w) or "
+               "top1 (each sample's highest-weight expert alone: one rank-r path per layer, not t).",
 }
 
 
@@ -71,6 +75,8 @@ def validate(options: dict[str, Any]) -> None:
         raise EngineError(f"merge_fused must be true or false, got {options['merge_fused']!r}")
     if options["expert_init"] not in EXPERT_INITS:
         raise EngineError(f"unknown expert_init {options['expert_init']!r}", hint=f"use one of {', '.join(EXPERT_INITS)}")
+    if options["routing"] not in ROUTINGS:
+        raise EngineError(f"unknown routing {options['routing']!r}", hint=f"use one of {', '.join(ROUTINGS)}")
     expand = str(options["expand"]).strip().lower()
     if expand not in ("top", "auto"):
         parts = [p for p in expand.replace(" ", "").split(",") if p]

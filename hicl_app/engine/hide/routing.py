@@ -224,7 +224,7 @@ class RoutingHook:
             kwargs["mm_encoder_outputs"] = {"image": image_outputs}
         f_img, f_txt = self.encoder.features(module, input_ids, kwargs.get("attention_mask"), pixel_values,
                                              image_outputs, kwargs)
-        self.state.weights = route(f_img, f_txt, self.a_img, self.a_txt, self.tau)
+        self.state.set(route(f_img, f_txt, self.a_img, self.a_txt, self.tau))
         return args, kwargs
 
 
@@ -245,7 +245,7 @@ def routed_generate(model: nn.Module, router: RoutingHook):
                                   hint="pass input_ids (not inputs_embeds)")
             f_img, f_txt = router.encoder.features(model, input_ids, kwargs.get("attention_mask"),
                                                    kwargs.get("pixel_values"), None, kwargs)
-            router.state.weights = route(f_img, f_txt, router.a_img, router.a_txt, router.tau)
+            router.state.set(route(f_img, f_txt, router.a_img, router.a_txt, router.tau))
         router.pinned = True
         try:
             return original(*args, **kwargs)

@@ -10,9 +10,9 @@ into the base weights. Importing this module does not import torch.
 Defaults follow the paper (expand the top layer, fresh experts, τ = 0.1) except the fusion:
 `mean-delta` measured best of the three on the built-in benchmark (`hicl demo`, seed 0: Last
 16.5 against 0.0 for the official `sum` and 1.6 for `ties`). On that benchmark's 4-layer tiny
-model no layer is "general" (mean cross-task CKA 0.36-0.57 after six tasks, top layer lowest),
+model no layer is "general" (mean cross-task CKA 0.35-0.61 after six tasks, top layer lowest),
 so fusing three of the four layers costs most of each task's update; `--expand auto` expands
-all four (Last 61.1 against seq-lora's 27.5). See the README's results table.
+all four (Last 51.4 against seq-lora's 22.0 on the README's machine). See its results table.
 """
 
 from __future__ import annotations
