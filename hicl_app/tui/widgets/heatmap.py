@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.text import Text
+from textual import events
 from textual.widgets import DataTable
 
 from ..data import fmt_score, fmt_signed
@@ -34,19 +35,24 @@ class HeatmapTable(DataTable):
     def __init__(self, **kwargs):
         super().__init__(cursor_type="cell", zebra_stripes=False, **kwargs)
         self.fixed_columns = 1
+        self._shown: tuple[tuple, dict] | None = None
+        self._drawn_for = 0  # the width the content was laid out for (0: before the first layout)
 
     def show(self, row_labels: list[str], col_labels: list[str], matrix: list[list[float | None]], *,
              lo: float, hi: float, digits: int = 1, footer: tuple[str, list[float | None]] | None = None) -> None:
         """Replace the table's content; `footer` adds a row of signed differences (e.g. forgetting).
 
         Columns narrow (names cut with an ellipsis) so that the whole matrix fits the width it
-        has when it can; otherwise the table scrolls sideways.
+        has when it can; otherwise the table scrolls sideways. Shown before the table has its
+        final width (a screen still being laid out), it is drawn again when the width arrives.
         """
+        self._shown = ((row_labels, col_labels, matrix), dict(lo=lo, hi=hi, digits=digits, footer=footer))
         palette = Palette.of(self.app)
         cursor = self.cursor_coordinate
         self.clear(columns=True)
         labels = row_labels + ([footer[0]] if footer else [])
         label_width = min(16, max((len(label) for label in labels), default=4))
+        self._drawn_for = self.size.width
         available = (self.size.width or self.app.size.width) - 1
         fit = (available - label_width - 2) // max(1, len(col_labels)) - 2
         width = max(4 + digits, min(16, fit, max((len(c) for c in col_labels), default=0)))
@@ -70,6 +76,12 @@ class HeatmapTable(DataTable):
             self.add_row(*cells, key="footer")
         if self.row_count:
             self.move_cursor(row=min(cursor.row, self.row_count - 1), column=max(1, cursor.column), animate=False)
+
+
+    def on_resize(self, event: events.Resize) -> None:
+        if self._shown is not None and event.size.width and event.size.width != self._drawn_for:
+            args, kwargs = self._shown
+            self.show(*args, **kwargs)
 
 
 def _cut(text: str, width: int) -> str:
