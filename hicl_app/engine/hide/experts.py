@@ -108,14 +108,16 @@ class RoutingState:
     top1: bool = False
     #: with top1, the expert every sample of the current batch uses, when they all use one
     single: int | None = None
+    #: with top1, (expert, indices of its samples) for each expert the current batch uses
+    groups: list[tuple[int, torch.Tensor]] | None = None
 
     def set(self, weights: torch.Tensor) -> None:
         """Take the router's softmax weights [batch, experts] for the next forwards."""
         if self.top1:
             index = weights.argmax(1)
             weights = torch.nn.functional.one_hot(index, weights.shape[1]).to(weights.dtype)
-            first = int(index[0])
-            self.single = first if bool((index == first).all()) else None
+            self.groups = _groups(index)
+            self.single = self.groups[0][0] if len(self.groups) == 1 else None
         self.weights = weights
 
     def for_batch(self, batch: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -128,6 +130,11 @@ class RoutingState:
             raise EngineError(f"routing weights are for a batch of {self.weights.shape[0]}, the layer got {batch}",
                               hint="start a new generation: routing is computed at prefill")
         return self.weights.to(device, dtype)
+
+
+def _groups(index: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
+    """[(expert, the positions of the samples routed to it)] for a batch's top-1 choices."""
+    return [(int(e), (index == e).nonzero().squeeze(1)) for e in index.unique()]
 
 
 @dataclass
@@ -153,17 +160,19 @@ class RoutedDelta:
 
     def _top1(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """One rank-r path per sample, its own expert's: scale_e · B_e A_e x (w is one-hot)."""
-        n, r = w.shape[1], self.rank
-        a = self.a_cat.view(n, r, -1)  # [E, r, in]
-        b = self.b_cat.view(self.b_cat.shape[0], n, r).permute(1, 0, 2)  # [E, out, r]
-        scale = self.row_scale.view(n, r)[:, 0]
-        e = self.state.single
-        if e is not None:  # the whole batch uses one expert: plain matmuls
-            return (x @ a[e].T) @ b[e].T * scale[e]
-        idx = w.argmax(1)
-        x3 = x.reshape(x.shape[0], -1, x.shape[-1])
-        h = torch.bmm(x3, a[idx].transpose(1, 2)) * scale[idx].view(-1, 1, 1)
-        return torch.bmm(h, b[idx].transpose(1, 2)).reshape(*x.shape[:-1], -1)
+        r = self.rank
+
+        def path(e: int, xs: torch.Tensor) -> torch.Tensor:
+            rows = slice(e * r, (e + 1) * r)
+            return (xs @ self.a_cat[rows].T) @ self.b_cat[:, rows].T * self.row_scale[e * r]
+
+        if self.state.single is not None:  # the whole batch uses one expert: plain matmuls
+            return path(self.state.single, x)
+        groups = self.state.groups if self.state.groups is not None else _groups(w.argmax(1))
+        delta = x.new_empty(*x.shape[:-1], self.b_cat.shape[0])
+        for e, samples in groups:  # the samples of each expert together, no per-sample copies of factors
+            delta.index_copy_(0, samples, path(e, x.index_select(0, samples)))
+        return delta
 
 
 def routed_delta(experts: list[Expert], path: str, state: RoutingState, device: torch.device,
