@@ -215,17 +215,22 @@ class RoutingHook:
             return None  # a decoding step: the prefill's weights stay
         if self.pinned or self.state.fixed is not None:
             return None
-        if input_ids is None:
-            raise EngineError("the hide model routes on input_ids; it was called without them",
-                              hint="pass input_ids (not inputs_embeds)")
         if pixel_values is not None and self.reuse_image and image_outputs is None:
             image_outputs = self.encoder.image_outputs(module, pixel_values, kwargs)
             kwargs = {k: v for k, v in kwargs.items() if k != "pixel_values"}
             kwargs["mm_encoder_outputs"] = {"image": image_outputs}
+        self.route_inputs(module, input_ids, pixel_values, image_outputs, kwargs)
+        return args, kwargs
+
+    def route_inputs(self, module: nn.Module, input_ids: torch.Tensor | None, pixel_values: torch.Tensor | None,
+                     image_outputs: Any, kwargs: dict) -> None:
+        """Set the per-sample weights of the batch from its prompt tokens and image."""
+        if input_ids is None:
+            raise EngineError("the hide model routes on input_ids; it was called without them",
+                              hint="pass input_ids (not inputs_embeds)")
         f_img, f_txt = self.encoder.features(module, input_ids, kwargs.get("attention_mask"), pixel_values,
                                              image_outputs, kwargs)
         self.state.set(route(f_img, f_txt, self.a_img, self.a_txt, self.tau))
-        return args, kwargs
 
 
 def routed_generate(model: nn.Module, router: RoutingHook):
@@ -239,13 +244,8 @@ def routed_generate(model: nn.Module, router: RoutingHook):
     @functools.wraps(original)
     def generate(*args, **kwargs):
         if router.state.fixed is None:
-            input_ids = kwargs.get("input_ids", args[0] if args else None)
-            if input_ids is None:
-                raise EngineError("the hide model routes on input_ids; generate was called without them",
-                                  hint="pass input_ids (not inputs_embeds)")
-            f_img, f_txt = router.encoder.features(model, input_ids, kwargs.get("attention_mask"),
-                                                   kwargs.get("pixel_values"), None, kwargs)
-            router.state.set(route(f_img, f_txt, router.a_img, router.a_txt, router.tau))
+            router.route_inputs(model, kwargs.get("input_ids", args[0] if args else None), kwargs.get("pixel_values"),
+                                None, kwargs)
         router.pinned = True
         try:
             return original(*args, **kwargs)
