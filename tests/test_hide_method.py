@@ -162,13 +162,17 @@ def test_generate_routes_each_sample_as_a_forward_does(two_stages, cl_tasks):
         assert torch.allclose(handle_of(net).last_weights, expected, atol=1e-5), name
 
 
-def test_top1_routing_runs_each_sample_on_its_highest_weight_expert_alone(two_stages, tiny_base_dir, cl_tasks):
+@pytest.mark.parametrize("merge", [True, False])
+def test_top1_routing_runs_each_sample_on_its_highest_weight_expert_alone(two_stages, tiny_base_dir, cl_tasks, merge):
     stage = two_stages["root"] / "stage-1"
-    _, top1 = _hide_model(tiny_base_dir, stage, expand="0,1,2,3", routing="top1")
+    _, top1 = _hide_model(tiny_base_dir, stage, expand="0,1,2,3", routing="top1", merge_top1=merge)
     _, soft = _hide_model(tiny_base_dir, stage, expand="0,1,2,3")
     processor, state = two_stages["processor"], handle_of(soft).state
+    linear = top1.get_submodule(handle_of(top1).expanded_paths[0])
+    original = linear.weight.data_ptr()
     mixed = _mixed_test_records(cl_tasks)
-    for records in (mixed, mixed[:4]):  # both tasks (a gathered path per sample), then one task's
+    # both tasks (grouped paths), one task's (merged when merge_top1), both again (weights restored)
+    for records in (mixed, mixed[:4], mixed):
         with torch.no_grad():
             got = top1(**_batch(processor, records)).logits[:, -1]
             soft(**_batch(processor, records))
@@ -177,12 +181,17 @@ def test_top1_routing_runs_each_sample_on_its_highest_weight_expert_alone(two_st
             same = bool((picked == picked[0]).all())
             assert records is not mixed or not same  # the mixed batch does use both experts
             assert handle_of(top1).state.single == (int(picked[0]) if same else None)
+            merged = handle_of(top1).state.merged
+            assert merged == (int(picked[0]) if same and merge else None)
+            assert (linear.weight.data_ptr() == original) == (merged is None)  # the very tensor back, no drift
             for i, record in enumerate(records):  # the soft model with all weight on that expert
                 state.fixed = torch.nn.functional.one_hot(picked[i], 2).float()
                 assert torch.allclose(got[i], soft(**_batch(processor, [record])).logits[0, -1], atol=1e-4)
                 state.fixed = None
     with pytest.raises(EngineError, match="unknown routing"):
         get_method("hide", {"routing": "top2"})
+    with pytest.raises(EngineError, match="merge_top1 must be true or false"):
+        get_method("hide", {"merge_top1": "yes"})
 
 
 @pytest.mark.parametrize("fusion", ["sum", "mean-delta", "ties"])

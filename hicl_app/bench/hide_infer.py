@@ -4,8 +4,10 @@ The cheapest model a LoRA method can serve is the base with its adapter merged (
 token). The HiDe model adds the routing encoders and, in its expanded layers, one expert per
 task mixed per sample; its fused layers are merged like the LoRA. The figure is hide time /
 merged-LoRA time of a forward pass over the same batches of every test prompt of the workload
-(target <= 1.2): the same tokens for both. Greedy generation is timed too and reported, but the
-two models' answers differ in length, so that ratio also measures how much each one says.
+(target <= 1.2): the same tokens for both, batched task by task as an evaluation runs them.
+Greedy generation is timed too and reported, in batches of 32 across task boundaries (mixed
+batches, as mixed traffic would be), but the two models' answers differ in length, so that
+ratio also measures how much each one says.
 The parameters the HiDe stage keeps are reported beside it. The figure is for the method's
 defaults (the paper's: the top layer expanded); the same stage served with the `VARIANTS` below is
 timed beside it and reported.
@@ -20,9 +22,11 @@ MEASURES = "HiDe model inference vs base + one merged LoRA"
 TARGET = 1.2
 #: the same stage served with other options, timed beside the default: the first and the top layer
 #: expanded, every layer (what `--expand auto` chooses on the demo's 4-layer model), and every layer
-#: with top-1 routing (one expert's rank-r path per sample instead of all t); "all" = every layer
+#: with top-1 routing (a batch of one task runs with its expert merged into the weights), and the
+#: same without that merge (one expert's rank-r path per sample instead of all t); "all" = every layer
 VARIANTS = {"hide-first-top": {"expand": "0,-1"}, "hide-all-layers": {"expand": "all"},
-            "hide-all-top1": {"expand": "all", "routing": "top1"}}
+            "hide-all-top1": {"expand": "all", "routing": "top1"},
+            "hide-all-top1-unmerged": {"expand": "all", "routing": "top1", "merge_top1": False}}
 
 
 def run(workload) -> Result:
@@ -38,6 +42,7 @@ def run(workload) -> Result:
 
     stage_dir = workload.hide_run()
     records = workload.records("test")
+    by_task = [workload.task_records(t, "test") for t in workload.tasks]
     cfg = EvalConfig(batch_size=32, max_new_tokens=12, cache_vision=False)
     method = get_method("hide")
     hide_loaded = workload.load()
@@ -51,8 +56,8 @@ def run(workload) -> Result:
     lora_loaded = workload.load()
     models["merged-lora"] = (load_lora(lora_loaded.model, stage_dir / "adapter").merge_and_unload(), lora_loaded)
 
-    batches = _batches(hide_loaded, records, cfg.batch_size)
-    workload.log(f"{NAME}: {len(records)} prompts in {len(batches)} batches, {workload.repeats} rounds")
+    batches = [b for task in by_task for b in _batches(hide_loaded, task, cfg.batch_size)]
+    workload.log(f"{NAME}: {len(records)} prompts in {len(batches)} batches of one task, {workload.repeats} rounds")
     times, _ = interleaved({name: (lambda n=name: _timed_forward(workload, models[n][0], batches)) for name in models},
                            workload.repeats)
     gen, _ = interleaved({name: (lambda n=name: workload.timed_answers(*models[n], records, cfg)) for name in models},

@@ -38,9 +38,13 @@ class Workload:
     _hide_run: Path | None = field(default=None, repr=False)
 
     def records(self, split: str) -> list[dict]:
+        return [r for t in self.tasks for r in self.task_records(t, split)]
+
+    @staticmethod
+    def task_records(task: TaskData, split: str) -> list[dict]:
         from ..taskfile import load_records
 
-        return [r for t in self.tasks for r in load_records(t.train_path if split == "train" else t.test_path)]
+        return load_records(task.train_path if split == "train" else task.test_path)
 
     def load(self):
         """A fresh copy of the base model (in eval mode) with its processor."""

@@ -110,6 +110,10 @@ class RoutingState:
     single: int | None = None
     #: with top1, (expert, indices of its samples) for each expert the current batch uses
     groups: list[tuple[int, torch.Tensor]] | None = None
+    #: with top1 and `merge_top1`, what puts the single expert of a batch into the routed weights
+    merger: "TopOneMerger | None" = None
+    #: the expert whose delta the routed modules' weights hold now (their hooks then add nothing)
+    merged: int | None = None
 
     def set(self, weights: torch.Tensor) -> None:
         """Take the router's softmax weights [batch, experts] for the next forwards."""
@@ -118,6 +122,8 @@ class RoutingState:
             weights = torch.nn.functional.one_hot(index, weights.shape[1]).to(weights.dtype)
             self.groups = _groups(index)
             self.single = self.groups[0][0] if len(self.groups) == 1 else None
+            if self.merger is not None:
+                self.merger.use(self, self.single)
         self.weights = weights
 
     def for_batch(self, batch: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -151,6 +157,11 @@ class RoutedDelta:
 
     def __call__(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
         x = args[0]
+        if self.state.merged is not None:
+            if self.state.fixed is not None:
+                raise EngineError("routing weights were fixed while a top-1 expert is merged into the weights",
+                                  hint="fix the weights on a model built with merge_top1=false")
+            return output  # the batch's expert is in the weight already
         w = self.state.for_batch(x.shape[0], x.device, x.dtype)  # [b, E]
         if self.state.top1 and self.state.fixed is None and self.rank is not None:
             return output + self._top1(x, w)
@@ -175,6 +186,34 @@ class RoutedDelta:
         return delta
 
 
+class TopOneMerger:
+    """With top-1 routing, a batch whose samples all pick one expert runs with that expert merged.
+
+    The routed modules' weights are swapped for W + scale_e·B_e A_e (made once per change of
+    expert, so a run of batches of one task costs one merge) and their hooks add nothing: the
+    forward then costs what base + one merged LoRA costs. A mixed batch swaps the original
+    weights back (the same tensors, so nothing drifts) and takes the grouped path. Memory: one
+    merged copy of the expanded modules' weights beside the originals.
+    """
+
+    def __init__(self, modules: list[tuple[nn.Module, RoutedDelta]]):
+        self.entries = [(_inner(module), _weight_of(module).data, hook) for module, hook in modules]
+
+    @torch.no_grad()
+    def use(self, state: RoutingState, expert: int | None) -> None:
+        if expert == state.merged:
+            return
+        for inner, original, hook in self.entries:
+            if expert is None:
+                inner.weight.data = original
+                continue
+            r = hook.rank
+            rows = slice(expert * r, (expert + 1) * r)
+            delta = (hook.b_cat[:, rows].float() @ hook.a_cat[rows].float()) * float(hook.row_scale[expert * r])
+            inner.weight.data = (original.float() + delta).to(original.dtype)
+        state.merged = expert
+
+
 def routed_delta(experts: list[Expert], path: str, state: RoutingState, device: torch.device,
                  dtype: torch.dtype) -> RoutedDelta:
     """The routed hook of module `path` over `experts` (each must have factors for it)."""
@@ -191,20 +230,30 @@ def routed_delta(experts: list[Expert], path: str, state: RoutingState, device: 
                        rank=ranks.pop() if len(ranks) == 1 else None)
 
 
-def attach_routed(model: nn.Module, experts: list[Expert], paths: list[str], state: RoutingState) -> list:
-    """Register a RoutedDelta hook on each module in `paths` of `model`; returns the hook handles."""
-    handles = []
+def attach_routed(model: nn.Module, experts: list[Expert], paths: list[str], state: RoutingState,
+                  merge_top1: bool = False) -> list:
+    """Register a RoutedDelta hook on each module in `paths` of `model`; returns the hook handles.
+
+    With `merge_top1` (and top-1 routing, experts of one rank) the state gets a TopOneMerger."""
+    handles, hooked = [], []
     base = _unwrap(model)
     for path in paths:
         module = base.get_submodule(path)
         weight = _weight_of(module)
         hook = routed_delta(experts, path, state, weight.device, weight.dtype)
         handles.append(module.register_forward_hook(hook))
+        hooked.append((module, hook))
+    if merge_top1 and state.top1 and hooked and all(h.rank is not None for _, h in hooked):
+        state.merger = TopOneMerger(hooked)
     return handles
 
 
+def _inner(module: nn.Module) -> nn.Module:
+    return getattr(module, "base_layer", module)  # a PEFT LoraLayer wraps the linear
+
+
 def _weight_of(module: nn.Module) -> torch.Tensor:
-    inner = getattr(module, "base_layer", module)  # a PEFT LoraLayer wraps the linear
+    inner = _inner(module)
     weight = getattr(inner, "weight", None)
     if weight is None:
         raise EngineError(f"{type(module).__name__} has no weight to attach an expert to")

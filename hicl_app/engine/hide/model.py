@@ -78,7 +78,7 @@ def resolve_expand(expand: str, n_layers: int) -> list[int] | None:
 
 def build(model: nn.Module, experts: list[Expert], anchors_img: torch.Tensor | None, anchors_txt: torch.Tensor,
           encoder: Any, expanded_layers: list[int], *, tau: float, fusion: str, merge_fused: bool,
-          ties_density: float, routing: str = "soft") -> nn.Module:
+          ties_density: float, routing: str = "soft", merge_top1: bool = False) -> nn.Module:
     """Turn the plain base `model` into the HiDe model of `experts` (in place) and return it."""
     if getattr(model, HANDLE_ATTR, None) is not None:
         raise EngineError("this model already carries HiDe experts", hint="build from a freshly loaded base")
@@ -93,7 +93,7 @@ def build(model: nn.Module, experts: list[Expert], anchors_img: torch.Tensor | N
             merge_into(model, experts, fused, fusion, ties_density)
         else:
             hooks += attach_fused(model, experts, fused, fusion, ties_density)
-    hooks += attach_routed(model, experts, expanded, state)
+    hooks += attach_routed(model, experts, expanded, state, merge_top1=merge_top1)
     dev = next(model.parameters()).device
     router = RoutingHook.for_model(model, encoder, None if anchors_img is None else anchors_img.to(dev),
                                    anchors_txt.to(dev), tau, state)

@@ -27,6 +27,7 @@ DEFAULTS: dict[str, Any] = {
     "probe_samples": 16,
     "expert_init": "fresh",
     "routing": "soft",
+    "merge_top1": True,
 }
 
 HELP: dict[str, str] = {
@@ -47,6 +48,9 @@ HELP: dict[str, str] = {
                    "previous task's expert, which it then leaves unchanged).",
     "routing": "How the expanded layers mix the experts: soft (the paper: every expert, weighted by w) or "
                "top1 (each sample's highest-weight expert alone: one rank-r path per layer, not t).",
+    "merge_top1": "With --routing top1: a batch whose samples all pick one expert runs with it merged into "
+                  "the weights (the cost of base + one merged LoRA; one extra copy of the expanded layers' "
+                  "weights); false: always through the expert's low-rank path.",
 }
 
 
@@ -71,8 +75,9 @@ def validate(options: dict[str, Any]) -> None:
         raise EngineError(f"ties_density must be in (0, 1], got {options['ties_density']}")
     if _number(options, "probe_samples", int) < 2:
         raise EngineError(f"probe_samples must be >= 2, got {options['probe_samples']}")
-    if not isinstance(options["merge_fused"], bool):
-        raise EngineError(f"merge_fused must be true or false, got {options['merge_fused']!r}")
+    for key in ("merge_fused", "merge_top1"):
+        if not isinstance(options[key], bool):
+            raise EngineError(f"{key} must be true or false, got {options[key]!r}")
     if options["expert_init"] not in EXPERT_INITS:
         raise EngineError(f"unknown expert_init {options['expert_init']!r}", hint=f"use one of {', '.join(EXPERT_INITS)}")
     if options["routing"] not in ROUTINGS:

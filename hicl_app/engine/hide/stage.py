@@ -143,4 +143,5 @@ def load_model(base: nn.Module, stage_dir: str | Path, options: dict[str, Any]) 
     encoder = make_encoder(state.encoder, processor, device, base_path)
     return build(base, state.experts, state.anchors_img, state.anchors_txt, encoder, expanded,
                  tau=options["tau"], fusion=options["fusion"], merge_fused=options["merge_fused"],
-                 ties_density=options["ties_density"], routing=options["routing"])
+                 ties_density=options["ties_density"], routing=options["routing"],
+                 merge_top1=options["merge_top1"])
