@@ -61,7 +61,9 @@ def test_two_stages_consolidate_and_the_saved_stage_answers_the_same(tiny_base_d
     events = []
     r0 = run_stage(first, on_event=events.append)
     aux = [e["aux_loss"] for e in events if e["type"] == "loss"]
-    assert len(aux) == 12 and aux[0] == 0.0 and max(aux) > 0  # UIR: zero while B = 0, then the drift shows
+    # UIR: zero while B = 0 (to rounding: the kept reference features were computed in other
+    # batches than the step's), then the drift shows
+    assert len(aux) == 12 and abs(aux[0]) < 1e-9 and max(aux) > 1e-6
     assert {"adapter/adapter_model.safetensors", "sac/consolidated.safetensors", "sac/manifest.json",
             "stage.json"} <= set(r0.files)
     assert "projector.safetensors" not in r0.files

@@ -87,6 +87,26 @@ def test_loss_is_zero_at_init_and_with_the_adapter_off_and_grows_with_drift(lora
     assert 0.0 < losses[0] < losses[1] < losses[2], losses
 
 
+def test_reference_features_kept_once_give_the_loss_computed_each_step(lora_model, cl_tasks):
+    from hicl_app.engine.uir import ReferenceFeatures
+
+    loaded, model = lora_model
+    pool = _inquiries(loaded, cl_tasks)[:6]
+    pad = loaded.processor.tokenizer.pad_token_id
+    model.train()
+    reference = ReferenceFeatures(pool, pad, batch_size=4)  # two batches of different lengths
+    assert float(uir_loss(model, pool[:3], pad_id=pad, distance="mse", reference=reference.batch(model, [0, 1, 2]))) == 0.0
+    kept = reference.features
+    for scale in (0.05, 0.2):  # the LoRA drifts; the kept features are the adapter-off ones
+        _scale_lora_b(model, scale)
+        for picked in ([5, 0, 3], [2, 4]):
+            chosen = [pool[i] for i in picked]
+            want = float(uir_loss(model, chosen, pad_id=pad, distance="cos").detach())
+            got = float(uir_loss(model, chosen, pad_id=pad, distance="cos", reference=reference.batch(model, picked)).detach())
+            assert want > 0 and got == pytest.approx(want, rel=1e-4, abs=1e-7)
+    assert reference.features is kept and [f.shape[0] for f in kept] == [len(q) for q in pool]
+
+
 def test_gradients_reach_only_the_lora(lora_model, cl_tasks):
     loaded, model = lora_model
     inquiries = _inquiries(loaded, cl_tasks)[:3]

@@ -5,7 +5,9 @@ Our reading of the method (METHODS.md, "LLaVA-c"). An inquiry is an instruction 
 answer: the stage's own task questions plus a built-in pool of general questions; each step
 draws half its inquiries from each. They go, text only, through the language model twice: with
 the LoRA (`h`) and with
-the adapter disabled (`h_ref`, no grad; the same weights, so no second model in memory). The
+the adapter disabled (`h_ref`, no grad; the same weights, so no second model in memory). `h_ref`
+does not change within a stage (the base weights are frozen and LoRA dropout acts on the
+adapter path only), so `ReferenceFeatures` computes it once per inquiry and keeps it. The
 loss is the mean over inquiry tokens of `‖h − h_ref‖²` (`mse`) or `1 − cos(h, h_ref)` (`cos`),
 `h` the last hidden state (after the final norm). It is zero while the LoRA is zero (B = 0 at
 initialisation) and grows as training drifts the features, which is the degradation towards a
@@ -118,12 +120,48 @@ def feature_distance(h: torch.Tensor, h_ref: torch.Tensor, mask: torch.Tensor, d
     return (per_token * weights).sum() / weights.sum().clamp_min(1.0)
 
 
-def uir_loss(model: nn.Module, inquiries: list[list[int]], *, pad_id: int, distance: str) -> torch.Tensor:
-    """The UIR distance of `model` (a PEFT model) on `inquiries`, differentiable in the LoRA."""
+class ReferenceFeatures:
+    """`h_ref` of every inquiry of a pool, from one adapter-disabled pass over the pool.
+
+    The text-only features of the stage's starting model: computed on first use (in batches,
+    entering `disable_adapter` once, not every step) and kept per inquiry, unpadded, so a step
+    only runs the LoRA model. Memory: one hidden state per inquiry token.
+    """
+
+    def __init__(self, pool: list[list[int]], pad_id: int, batch_size: int = 32):
+        self.pool, self.pad_id, self.batch_size = pool, pad_id, batch_size
+        self.features: list[torch.Tensor] | None = None
+
+    @torch.no_grad()
+    def _compute(self, model: nn.Module) -> list[torch.Tensor]:
+        _, lm = find_language_model(model)
+        device = next(lm.parameters()).device
+        out = []
+        with model.disable_adapter():
+            for start in range(0, len(self.pool), self.batch_size):
+                chunk = self.pool[start:start + self.batch_size]
+                ids, mask = _batch(chunk, self.pad_id, device)
+                h = lm(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+                out += [h[i, :len(seq)].clone() for i, seq in enumerate(chunk)]
+        return out
+
+    def batch(self, model: nn.Module, indices: list[int]) -> torch.Tensor:
+        """[len(indices), longest, hidden] reference features, zero-padded on the right."""
+        if self.features is None:
+            self.features = self._compute(model)
+        return torch.nn.utils.rnn.pad_sequence([self.features[i] for i in indices], batch_first=True)
+
+
+def uir_loss(model: nn.Module, inquiries: list[list[int]], *, pad_id: int, distance: str,
+             reference: torch.Tensor | None = None) -> torch.Tensor:
+    """The UIR distance of `model` (a PEFT model) on `inquiries`, differentiable in the LoRA.
+
+    `reference`: their adapter-disabled features (e.g. `ReferenceFeatures.batch`), else computed here."""
     _, lm = find_language_model(model)
     device = next(lm.parameters()).device
     ids, mask = _batch(inquiries, pad_id, device)
     h = lm(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
-    with torch.no_grad(), model.disable_adapter():
-        h_ref = lm(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
-    return feature_distance(h, h_ref, mask, distance)
+    if reference is None:
+        with torch.no_grad(), model.disable_adapter():
+            reference = lm(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+    return feature_distance(h, reference.to(h.device), mask, distance)

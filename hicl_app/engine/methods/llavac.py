@@ -104,6 +104,7 @@ class LlavaC(Method):
         o["pretrain_lr"] = _number(o["pretrain_lr"], "pretrain_lr", float, 1e-12, "a number > 0")
         self._task_inquiries: list[list[int]] = []
         self._general_inquiries: list[list[int]] = []
+        self._reference = None  # uir.ReferenceFeatures of this stage's pool
         self._pad_id = 0
         self._seed = 0
         self._projector = False
@@ -149,6 +150,9 @@ class LlavaC(Method):
             self._task_inquiries = encode_inquiries(processor, list(dict.fromkeys(questions)), spec.train.max_length)
             self._general_inquiries = encode_inquiries(processor, list(GENERAL_INQUIRIES), spec.train.max_length)
             self._pad_id = processor.tokenizer.pad_token_id
+            from ..uir import ReferenceFeatures
+
+            self._reference = ReferenceFeatures(self._task_inquiries + self._general_inquiries, self._pad_id)
         return new_lora(base, spec.train)
 
     def extra_loss(self, model: nn.Module, batch: dict[str, torch.Tensor], step: int) -> torch.Tensor | None:
@@ -159,8 +163,10 @@ class LlavaC(Method):
         tasks, general = pick(len(self._task_inquiries), len(self._general_inquiries), self.options["uir_batch"],
                               self._seed, step)
         chosen = [self._task_inquiries[i] for i in tasks] + [self._general_inquiries[i] for i in general]
+        offset = len(self._task_inquiries)
+        reference = self._reference.batch(model, tasks + [offset + i for i in general])
         return self.options["uir_weight"] * uir_loss(model, chosen, pad_id=self._pad_id,
-                                                     distance=self.options["uir_distance"])
+                                                     distance=self.options["uir_distance"], reference=reference)
 
     def save(self, model: nn.Module, spec: StageSpec) -> dict[str, str]:
         from ...fsio import atomic_write_json, sha256_file
