@@ -55,16 +55,18 @@ def _pretrain_progress(total: int):
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--quick", is_flag=True, help="A small, fast version (for tests and a first look).")
 @click.option("--ceilings", is_flag=True, help="Also train each task alone and print its single-task ceiling.")
+@click.option("--workers", type=click.IntRange(0), default=0, show_default=True,
+              help="Worker processes running the methods side by side (0: one per CPU core, at most one per method).")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 @pass_app
-def demo(app: AppContext, home, methods, n_tasks, seed, quick, ceilings, as_json) -> None:
+def demo(app: AppContext, home, methods, n_tasks, seed, quick, ceilings, workers, as_json) -> None:
     """Run every method on the built-in benchmark and compare them (CPU, nothing downloaded)."""
     from ..catalog.db import Catalog
     from ..demo import DemoConfig, default_methods, run_demo, split_methods
 
     settings = Settings.resolve(home) if home else app.settings
     chosen = split_methods(methods) if methods else default_methods()
-    overrides = {"seed": seed, "ceilings": ceilings, "methods": chosen}
+    overrides = {"seed": seed, "ceilings": ceilings, "methods": chosen, "workers": workers}
     if n_tasks:
         overrides["tasks"] = n_tasks
     cfg = DemoConfig.quick(**overrides) if quick else DemoConfig(**overrides)
@@ -85,7 +87,8 @@ def _print_report(result: dict) -> None:
     from ..engine.clmetrics import format_table
 
     for method, run in result["runs"].items():
-        click.echo(f"\n== {method} (run {run['id']}, {run['wall_s']:.0f}s) ==")
+        took = f", {run['wall_s']:.0f}s" if run.get("wall_s") is not None else ""
+        click.echo(f"\n== {method} (run {run['id']}{took}) ==")
         click.echo(format_table(run["task_order"], run["matrix"]))
         m = run["metrics"]
         click.echo("  ".join(f"{label} {fmt_num(m.get(k))}" for k, label in METRIC_KEYS))
