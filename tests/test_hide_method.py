@@ -194,6 +194,24 @@ def test_top1_routing_runs_each_sample_on_its_highest_weight_expert_alone(two_st
         get_method("hide", {"merge_top1": "yes"})
 
 
+def test_top1_generation_of_a_mixed_batch_runs_each_expert_merged_and_answers_as_one_by_one(two_stages, tiny_base_dir, cl_tasks):
+    stage = two_stages["root"] / "stage-1"
+    processor, kwargs = two_stages["processor"], dict(device=torch.device("cpu"), dtype=torch.float32)
+    mixed = _mixed_test_records(cl_tasks)
+    _, merged = _hide_model(tiny_base_dir, stage, expand="0,1,2,3", routing="top1")
+    _, paths = _hide_model(tiny_base_dir, stage, expand="0,1,2,3", routing="top1", merge_top1=False)
+    calls = []
+    state = handle_of(merged).state
+    original_use = state.merger.use
+    state.merger.use = lambda st, e: (calls.append(e), original_use(st, e))[1]
+    cfg = EvalConfig(batch_size=len(mixed), max_new_tokens=6)
+    got = generate_answers(merged, processor, mixed, cfg, **kwargs)
+    assert set(calls) >= {0, 1}  # both experts were merged in turn for the one mixed batch
+    assert got == generate_answers(paths, processor, mixed, cfg, **kwargs)  # the low-rank paths, in one call
+    assert got == [generate_answers(merged, processor, [r], EvalConfig(batch_size=1, max_new_tokens=6), **kwargs)[0]
+                   for r in mixed]
+
+
 @pytest.mark.parametrize("fusion", ["sum", "mean-delta", "ties"])
 def test_merged_and_per_forward_fused_layers_give_the_same_outputs(two_stages, tiny_base_dir, fusion):
     batch = two_stages["batch"]

@@ -238,21 +238,53 @@ def routed_generate(model: nn.Module, router: RoutingHook):
 
     transformers >= 5.24 encodes the images before the first forward and gives the forwards no
     pixel_values, so a CLIP router could not see the image there; routing here works the same
-    for every encoder and transformers version."""
+    for every encoder and transformers version. With top-1 routing and merged experts, a batch
+    that picks several experts is generated one expert's samples at a time, each with its expert
+    merged (`_generate_by_expert`), so mixed traffic also costs what one merged LoRA costs."""
     original = model.generate
 
     @functools.wraps(original)
     def generate(*args, **kwargs):
-        if router.state.fixed is None:
+        state = router.state
+        if state.fixed is None:
             router.route_inputs(model, kwargs.get("input_ids", args[0] if args else None), kwargs.get("pixel_values"),
                                 None, kwargs)
         router.pinned = True
         try:
+            if (state.fixed is None and state.merger is not None and state.single is None and state.groups
+                    and not args and not kwargs.get("return_dict_in_generate")):
+                return _generate_by_expert(model, original, state, kwargs)
             return original(*args, **kwargs)
         finally:
             router.pinned = False
 
     return generate
+
+
+def _generate_by_expert(model: nn.Module, original, state: RoutingState, kwargs: dict) -> torch.Tensor:
+    """Generate each top-1 group of the batch on its own (its expert merged), rows back in place.
+
+    Greedy decoding of a row does not depend on the other rows of its batch, so this gives
+    what one call gives; shorter groups are right-padded with the pad id, as generate pads a
+    finished row."""
+    weights, groups = state.weights, state.groups
+    batch = weights.shape[0]
+    pad = kwargs.get("pad_token_id")
+    if pad is None:
+        pad = getattr(getattr(model, "generation_config", None), "pad_token_id", None) or 0
+    pieces = []
+    for _, rows in groups:
+        sub = {k: (v.index_select(0, rows.to(v.device)) if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == batch
+                   else v) for k, v in kwargs.items()}
+        state.set(weights.index_select(0, rows))  # one expert: merged into the weights
+        pieces.append((rows, original(**sub)))
+    width = max(out.shape[1] for _, out in pieces)
+    first = pieces[0][1]
+    result = first.new_full((batch, width), pad)
+    for rows, out in pieces:
+        result[rows.to(result.device), :out.shape[1]] = out
+    state.weights, state.groups, state.single = weights, groups, None  # the whole batch's routing, as routed
+    return result
 
 
 @torch.no_grad()
