@@ -126,7 +126,12 @@ def run_demo(catalog: Catalog, cfg: DemoConfig, log: Log, on_progress=None) -> d
     if cfg.ceilings:
         runs.update({f"alone:{task}": _start_method(catalog, cfg, "seq-lora", [task], None, base, log,
                                                     name=f"demo-alone-{task}") for task in tasks})
-    _drain(catalog, [r.id for r in runs.values()], _workers(cfg, len(runs)), log, on_progress)
+    try:
+        _drain(catalog, [r.id for r in runs.values()], _workers(cfg, len(runs)), log, on_progress)
+    except KeyboardInterrupt:
+        log(f"interrupted: the stages left of runs {', '.join(str(r.id) for r in runs.values())} stay queued "
+            "(`hicl worker` finishes them; `hicl jobs` lists them, `hicl jobs cancel ID` drops one)")
+        raise
     reports = {label: _report(catalog, run.id, log) for label, run in runs.items()}
     results = {label: reports[label] for label in variants}
     ceilings = {}
@@ -273,7 +278,10 @@ def _worker_process(home: str, db_url: str, run_ids: list[int], threads: int) ->
         where = f" stage {stage + 1}" if isinstance(stage, int) else ""
         print(f"  run {job.run_id}{where}: {status}", file=sys.stderr, flush=True)
 
-    Worker(catalog, poll=0.2, on_end=on_end).run(until=lambda: not _busy(catalog, run_ids))
+    try:
+        Worker(catalog, poll=0.2, on_end=on_end).run(until=lambda: not _busy(catalog, run_ids))
+    except KeyboardInterrupt:  # Ctrl-C reaches the whole group: the worker has put its job back; the parent says so
+        pass
 
 
 def _report(catalog: Catalog, run_id: int, log: Log) -> dict:
