@@ -147,11 +147,12 @@ def run_demo(catalog: Catalog, cfg: DemoConfig, log: Log, on_progress=None) -> d
 def split_methods(text: str) -> tuple[str, ...]:
     """`seq-lora,hide:expand=0,3` -> ("seq-lora", "hide:expand=0,3"): the methods of `--methods`.
 
-    Commas separate methods, but a piece that is only a layer index continues the option value
-    before it, so a list value such as `expand=0,3` needs no quoting of its own."""
+    Commas separate methods, but a piece that starts with a layer index continues the option
+    value before it (no method name starts with a digit), so a list value such as `expand=0,3`
+    needs no quoting of its own, also with more options after it (`hide:expand=2,3:routing=top1`)."""
     out: list[str] = []
     for piece in (p.strip() for p in text.split(",")):
-        if out and "=" in out[-1] and re.fullmatch(r"-?\d+", piece):
+        if out and "=" in out[-1] and re.fullmatch(r"-?\d+(:.*)?", piece):
             out[-1] += "," + piece
         elif piece:
             out.append(piece)

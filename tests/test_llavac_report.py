@@ -56,6 +56,7 @@ def test_demo_variants_parse_and_bad_ones_fail_before_anything_is_made(home):
     from hicl_app.demo import DemoConfig, parse_variant, run_demo, split_methods
 
     assert split_methods("seq-lora, hide:expand=0,3,-1,joint") == ("seq-lora", "hide:expand=0,3,-1", "joint")
+    assert split_methods("hide:expand=2,3:routing=top1,llava-c") == ("hide:expand=2,3:routing=top1", "llava-c")
     assert split_methods("3,hide") == ("3", "hide")  # a lone index with nothing to continue stays a (bad) name
     assert parse_variant("hide:expand=0,3") == ("hide", {"expand": "0,3"})
     assert parse_variant("llava-c") == ("llava-c", {})
