@@ -7,6 +7,7 @@ catalog. Everything is cached in the workspace, so a second demo skips the prepa
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -222,15 +223,13 @@ def _start_method(catalog: Catalog, cfg: DemoConfig, method: str, tasks: list[st
 
 
 def _workers(cfg: DemoConfig, n_runs: int) -> int:
-    import os
-
     return max(1, min(n_runs, cfg.workers or os.cpu_count() or 1))
 
 
 def _busy(catalog: Catalog, run_ids: list[int]) -> bool:
     from .catalog import queue
 
-    return any(queue.runnable_jobs(catalog, run_id) for run_id in run_ids)
+    return queue.runnable_jobs(catalog, list(run_ids)) > 0
 
 
 def _drain(catalog: Catalog, run_ids: list[int], workers: int, log: Log, on_progress) -> None:
@@ -239,7 +238,6 @@ def _drain(catalog: Catalog, run_ids: list[int], workers: int, log: Log, on_prog
 
     if workers > 1:
         import multiprocessing
-        import os
 
         log(f"running {len(run_ids)} runs on {workers} workers side by side")
         ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch thread pools

@@ -269,11 +269,14 @@ def set_progress(catalog: Catalog, job_id: int, progress: dict, owner: str | Non
     return with_busy_retry(attempt)
 
 
-def runnable_jobs(catalog: Catalog, run_id: int | None = None) -> int:
-    """Jobs that are queued or running (for `--wait` to know when a run is over)."""
+def runnable_jobs(catalog: Catalog, run_id: int | list[int] | None = None) -> int:
+    """Jobs that are queued or running, of one run, of several or of all (for `--wait` and the
+    demo to know when their runs are over)."""
     with catalog.session() as s:
         q = select(Job).where(Job.status.in_(ACTIVE))
-        if run_id is not None:
+        if isinstance(run_id, list):
+            q = q.where(Job.run_id.in_(run_id))
+        elif run_id is not None:
             q = q.where(Job.run_id == run_id)
         return len(list(s.exec(q)))
 

@@ -169,13 +169,16 @@ class RoutedDelta:
         h = (x @ self.a_cat.T) * coef.view(x.shape[0], *([1] * (x.dim() - 2)), -1)
         return output + h @ self.b_cat.T
 
+    def factors(self, e: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(A_e, B_e, scale_e) of expert e, from the stacked factors (experts of one rank)."""
+        rows = slice(e * self.rank, (e + 1) * self.rank)
+        return self.a_cat[rows], self.b_cat[:, rows], self.row_scale[e * self.rank]
+
     def _top1(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """One rank-r path per sample, its own expert's: scale_e · B_e A_e x (w is one-hot)."""
-        r = self.rank
-
         def path(e: int, xs: torch.Tensor) -> torch.Tensor:
-            rows = slice(e * r, (e + 1) * r)
-            return (xs @ self.a_cat[rows].T) @ self.b_cat[:, rows].T * self.row_scale[e * r]
+            a, b, scale = self.factors(e)
+            return (xs @ a.T) @ b.T * scale
 
         if self.state.single is not None:  # the whole batch uses one expert: plain matmuls
             return path(self.state.single, x)
@@ -207,10 +210,8 @@ class TopOneMerger:
             if expert is None:
                 inner.weight.data = original
                 continue
-            r = hook.rank
-            rows = slice(expert * r, (expert + 1) * r)
-            delta = (hook.b_cat[:, rows].float() @ hook.a_cat[rows].float()) * float(hook.row_scale[expert * r])
-            inner.weight.data = (original.float() + delta).to(original.dtype)
+            a, b, scale = hook.factors(expert)
+            inner.weight.data = (original.float() + float(scale) * (b.float() @ a.float())).to(original.dtype)
         state.merged = expert
 
 
