@@ -261,3 +261,42 @@ def test_benchmark_helpers_count_parameters_and_time_both_models(two_stages, tin
                              repeats=1)
     assert timing["hide_s"] > 0 and timing["merged_lora_s"] > 0 and timing["n"] == 4
     assert timing["ratio"] == pytest.approx(timing["hide_s"] / timing["merged_lora_s"])
+
+
+def test_expert_rank_keeps_each_expert_truncated_and_the_adapter_at_the_trained_rank(two_stages, tiny_base_dir,
+                                                                                     cl_tasks, tmp_path):
+    import shutil
+
+    from hicl_app.engine.hide.bench import param_report
+    from hicl_app.engine.hide.experts import truncate
+    from hicl_app.engine.hide.state import save_state
+
+    # the same first stage with expert_rank=2: the trained expert is the fixture's, truncated
+    run_stage(_spec(tiny_base_dir, cl_tasks, tmp_path, 0, None, expert_rank=2))
+    got = load_state(tmp_path / "stage-0").experts[0]
+    want, energy = truncate(load_state(two_stages["root"] / "stage-0").experts[0], 2)
+    assert got.energy_kept == pytest.approx(energy) and 0 < energy < 1
+    for path, (a, b) in want.factors.items():
+        assert got.factors[path][0].shape[0] == 2
+        assert torch.allclose(got.factors[path][1] @ got.factors[path][0], b @ a, atol=1e-6)
+    full = param_report(two_stages["root"] / "stage-0")
+    small = param_report(tmp_path / "stage-0")
+    assert small["one_adapter"] == full["one_adapter"]  # the PEFT adapter keeps the trained rank 8
+    assert small["kept"] * 4 == full["kept"]
+
+    # a two-expert state at rank 2 serves top-1 routing merged as through the low-rank paths
+    state = load_state(two_stages["root"] / "stage-1")
+    state.experts = [truncate(e, 2)[0] for e in state.experts]
+    stage = tmp_path / "small-1"
+    shutil.copytree(two_stages["root"] / "stage-1" / "adapter", stage / "adapter")
+    save_state(state, stage)
+    assert param_report(stage)["stored_factors"] * 4 == param_report(two_stages["root"] / "stage-1")["stored_factors"]
+    processor = two_stages["processor"]
+    records = _mixed_test_records(cl_tasks)[:4]  # one task's: the merged path
+    outs = []
+    for merge in (True, False):
+        _, net = _hide_model(tiny_base_dir, stage, expand="0,1,2,3", routing="top1", merge_top1=merge)
+        with torch.no_grad():
+            outs.append(net(**_batch(processor, records)).logits[:, -1])
+        assert handle_of(net).state.merged == (handle_of(net).state.single if merge else None)
+    assert torch.allclose(outs[0], outs[1], atol=1e-4)

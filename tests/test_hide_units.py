@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from hicl_app.engine.errors import EngineError
-from hicl_app.engine.hide.experts import Expert, RoutingState, attach_routed
+from hicl_app.engine.hide.experts import Expert, RoutingState, attach_routed, truncate
 from hicl_app.engine.hide.fusion import attach_fused, fused_delta, merge_into, ties_merge
 from hicl_app.engine.hide.model import resolve_expand
 from hicl_app.engine.hide.options import DEFAULTS, validate
@@ -139,9 +139,29 @@ def test_options_are_validated():
     for key, value, message in [("tau", 0, "tau must be > 0"), ("fusion", "avg", "unknown fusion"),
                                 ("expand", "top,1", "expand must be"), ("cka_kernel", "poly", "unknown CKA kernel"),
                                 ("merge_fused", "yes", "merge_fused"), ("probe_samples", 1, "probe_samples"),
-                                ("router_encoder", "/no/such/folder", "no config.json")]:
+                                ("router_encoder", "/no/such/folder", "no config.json"),
+                                ("expert_rank", -1, "expert_rank must be >= 0"), ("expert_rank", "2", "integer")]:
         with pytest.raises(EngineError, match=message):
             validate({**DEFAULTS, key: value})
+
+    with pytest.raises(EngineError, match="expert_init=previous"):
+        validate({**DEFAULTS, "expert_rank": 2, "expert_init": "previous"})
+
+
+def test_truncate_keeps_the_best_rank_k_approximation_of_each_delta():
+    e = _expert("t", 3, shape=(7, 6), rank=4)
+    a, b = e.factors["lin"]
+    s = torch.linalg.svdvals((b @ a).double())
+    cut, energy = truncate(e, 2)
+    a2, b2 = cut.factors["lin"]
+    assert a2.shape == (2, 6) and b2.shape == (7, 2) and cut.scales == e.scales
+    # Eckart-Young: the error is the dropped singular values, no rank-2 matrix does better
+    err = torch.linalg.matrix_norm((b @ a - b2 @ a2).double())
+    assert err == pytest.approx(float(s[2:].square().sum().sqrt()), rel=1e-5)
+    assert energy == pytest.approx(float(s[:2].square().sum() / s.square().sum()), rel=1e-6)
+    assert cut.energy_kept == energy < 1
+    same, full = truncate(e, 4)  # at the trained rank already: untouched
+    assert torch.equal(same.factors["lin"][0], a) and full == 1.0
 
 
 def test_expand_resolution():

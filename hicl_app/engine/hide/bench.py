@@ -7,6 +7,7 @@ can serve), on the same records and settings; `param_report` counts what a stage
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -84,10 +85,24 @@ def _layer_of(path: str) -> int:
     return next(int(part) for part in path.split(".") if part.isdigit())
 
 
+def _adapter_params(stage_dir: Path) -> int:
+    """Parameters of the stage's saved PEFT adapter (0 when there is none)."""
+    from safetensors import safe_open
+
+    from ..methods.lora import ADAPTER
+
+    path = stage_dir / ADAPTER / "adapter_model.safetensors"
+    if not path.is_file():
+        return 0
+    with safe_open(str(path), framework="pt") as f:
+        return sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
+
+
 def param_report(stage_dir: str | Path, model: nn.Module | None = None) -> dict[str, Any]:
     """Parameter counts of a stage's HiDe model.
 
-    - `one_adapter`: one task expert on every target layer (= a seq-lora adapter);
+    - `one_adapter`: one task's LoRA at the trained rank on every target layer (= a seq-lora
+      adapter; the stage's PEFT adapter, whatever `expert_rank` the state keeps);
     - `expanded_experts`: the t experts of the expanded layers (the extra weights at inference:
       the fused layers are merged into the base weights);
     - `kept`: the fused layers as one adapter-sized pair (ΣA, ΣB, the official form) plus the
@@ -103,7 +118,7 @@ def param_report(stage_dir: str | Path, model: nn.Module | None = None) -> dict[
     else:
         expanded = [p for p in paths if _layer_of(p) in set(state.expanded_layers)]
     fused = [p for p in paths if p not in set(expanded)]
-    one = state.experts[-1].n_params()
+    one = _adapter_params(Path(stage_dir)) or state.experts[-1].n_params()
     top = sum(e.n_params(expanded) for e in state.experts)
     return {"tasks": len(state.experts), "one_adapter": one, "expanded_experts": top,
             "kept": state.experts[-1].n_params(fused) + top,

@@ -27,6 +27,8 @@ class Expert:
     name: str
     factors: dict[str, tuple[torch.Tensor, torch.Tensor]]
     scales: dict[str, float]
+    #: with `expert_rank`, the least share of a module's delta energy the truncation kept (1: untouched)
+    energy_kept: float = 1.0
 
     def delta(self, path: str) -> torch.Tensor:
         """scale · B A of one module, in float32."""
@@ -35,6 +37,28 @@ class Expert:
 
     def n_params(self, paths: list[str] | None = None) -> int:
         return sum(a.numel() + b.numel() for p, (a, b) in self.factors.items() if paths is None or p in paths)
+
+
+@torch.no_grad()
+def truncate(expert: Expert, rank: int) -> tuple[Expert, float]:
+    """(`expert` with each module's B·A replaced by its best rank-`rank` approximation, the least
+    share of a module's delta energy ‖B·A‖²_F that the approximation keeps).
+
+    Truncated SVD (Eckart-Young): B·A = U S Vᵀ -> B' = U_k √S_k, A' = √S_k V_kᵀ, the scale kept.
+    A module already at or under `rank` is left as it is.
+    """
+    factors, least = {}, expert.energy_kept
+    for path, (a, b) in expert.factors.items():
+        if a.shape[0] <= rank:
+            factors[path] = (a, b)
+            continue
+        u, s, vh = torch.linalg.svd(b.double() @ a.double(), full_matrices=False)
+        root = s[:rank].sqrt()
+        factors[path] = ((root[:, None] * vh[:rank]).to(a.dtype).contiguous(), (u[:, :rank] * root).to(b.dtype).contiguous())
+        total = float((s ** 2).sum())
+        if total > 0:
+            least = min(least, float((s[:rank] ** 2).sum()) / total)
+    return Expert(name=expert.name, factors=factors, scales=dict(expert.scales), energy_kept=least), least
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

@@ -28,6 +28,7 @@ DEFAULTS: dict[str, Any] = {
     "expert_init": "fresh",
     "routing": "soft",
     "merge_top1": True,
+    "expert_rank": 0,
 }
 
 HELP: dict[str, str] = {
@@ -51,6 +52,9 @@ HELP: dict[str, str] = {
     "merge_top1": "With --routing top1: a batch whose samples all pick one expert runs with it merged into "
                   "the weights (the cost of base + one merged LoRA; one extra copy of the expanded layers' "
                   "weights); false: always through the expert's low-rank path.",
+    "expert_rank": "Keep each task expert at this rank: at the end of its stage, the best rank-k approximation "
+                   "(truncated SVD) of each module's B·A replaces the trained factors in the HiDe state (the "
+                   "stage's PEFT adapter stays at the trained rank). Fewer parameters kept; 0: keep the trained rank.",
 }
 
 
@@ -80,6 +84,12 @@ def validate(options: dict[str, Any]) -> None:
             raise EngineError(f"{key} must be true or false, got {options[key]!r}")
     if options["expert_init"] not in EXPERT_INITS:
         raise EngineError(f"unknown expert_init {options['expert_init']!r}", hint=f"use one of {', '.join(EXPERT_INITS)}")
+    rank = _number(options, "expert_rank", int)
+    if rank < 0:
+        raise EngineError(f"expert_rank must be >= 0 (0: the trained rank), got {rank}", hint="e.g. --expert-rank 2")
+    if rank and options["expert_init"] == "previous":
+        raise EngineError("expert_rank cannot be combined with expert_init=previous: a compressed expert cannot "
+                          "seed a LoRA of the trained rank", hint="drop one of the two options")
     if options["routing"] not in ROUTINGS:
         raise EngineError(f"unknown routing {options['routing']!r}", hint=f"use one of {', '.join(ROUTINGS)}")
     expand = str(options["expand"]).strip().lower()

@@ -1,6 +1,7 @@
 """A HiDe stage's end and a finished stage's model: what `methods.hide` delegates to.
 
-End of stage t: read the trained expert out of the PEFT model, compute the task's anchors with
+End of stage t: read the trained expert out of the PEFT model (with `expert_rank`, its best
+rank-k approximation per module), compute the task's anchors with
 the adapters off (a pass over its training prompts: the encoders are frozen, so this equals
 the running mean during training), pick its probe samples, choose the expanded layers (from the
 CKA between experts 1..t with expand=auto), and save everything with experts 1..t-1 from the
@@ -19,7 +20,7 @@ from torch import nn
 from ...taskfile import load_records
 from ..errors import EngineError
 from ..models import decoder_layers
-from .experts import from_peft
+from .experts import from_peft, truncate
 from .model import build, resolve_expand
 from .probe import cka_by_layer, expert_features, low_similarity_layers, pick_probes
 from .routing import ClipEncoder, ModelEncoder, mean_features, template_token_ids
@@ -70,7 +71,10 @@ def end_stage(model: nn.Module, spec, options: dict[str, Any]) -> dict[str, str]
         raise EngineError(f"a hide stage trains exactly one task, this one has {len(spec.train_tasks)}")
     task = spec.train_tasks[0]
     prev = previous_state(spec.prev_stage_dir, spec.stage_index)
-    experts = (prev.experts if prev else []) + [from_peft(model, task.name)]
+    expert = from_peft(model, task.name)
+    if options["expert_rank"]:
+        expert, _ = truncate(expert, options["expert_rank"])
+    experts = (prev.experts if prev else []) + [expert]
     if prev is not None and task.name in prev.tasks:
         raise EngineError(f"task {task.name!r} already has an expert in the previous stage's state")
     base = model.get_base_model()

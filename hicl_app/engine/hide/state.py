@@ -68,7 +68,7 @@ def save_state(state: HideState, stage_dir: str | Path) -> dict[str, str]:
         save_file(anchors, stage / ANCHORS_FILE)
         manifest = {
             "format": FORMAT_VERSION, "tasks": state.tasks, "base": state.base,
-            "experts": [{"name": e.name, "scales": e.scales} for e in state.experts],
+            "experts": [{"name": e.name, "scales": e.scales, "energy_kept": e.energy_kept} for e in state.experts],
             "encoder": state.encoder, "expanded_layers": state.expanded_layers, "n_layers": state.n_layers,
             "probes": state.probes, "cka": state.cka, "options": state.options,
         }
@@ -109,7 +109,8 @@ def load_state(stage_dir: str | Path) -> HideState:
             except KeyError:
                 raise EngineError(f"{folder / EXPERTS_FILE} lacks the factors of {path} for task {entry['name']!r}",
                                   hint="the state is incomplete; rerun the stage") from None
-        experts.append(Expert(name=entry["name"], factors=factors, scales={k: float(v) for k, v in entry["scales"].items()}))
+        experts.append(Expert(name=entry["name"], factors=factors, scales={k: float(v) for k, v in entry["scales"].items()},
+                              energy_kept=float(entry.get("energy_kept", 1.0))))
     return HideState(experts=experts, anchors_img=anchors.get("img"), anchors_txt=anchors["txt"],
                      encoder=manifest["encoder"], expanded_layers=list(manifest["expanded_layers"]),
                      n_layers=int(manifest["n_layers"]), probes=manifest.get("probes", {}), cka=manifest.get("cka"),
