@@ -152,7 +152,8 @@ def test_truncate_keeps_the_best_rank_k_approximation_of_each_delta():
     e = _expert("t", 3, shape=(7, 6), rank=4)
     a, b = e.factors["lin"]
     s = torch.linalg.svdvals((b @ a).double())
-    cut, energy = truncate(e, 2)
+    cut = truncate(e, 2)
+    energy = cut.energy_kept
     a2, b2 = cut.factors["lin"]
     assert a2.shape == (2, 6) and b2.shape == (7, 2) and cut.scales == e.scales
     # Eckart-Young: the error is the dropped singular values, no rank-2 matrix does better
@@ -160,8 +161,8 @@ def test_truncate_keeps_the_best_rank_k_approximation_of_each_delta():
     assert err == pytest.approx(float(s[2:].square().sum().sqrt()), rel=1e-5)
     assert energy == pytest.approx(float(s[:2].square().sum() / s.square().sum()), rel=1e-6)
     assert cut.energy_kept == energy < 1
-    same, full = truncate(e, 4)  # at the trained rank already: untouched
-    assert torch.equal(same.factors["lin"][0], a) and full == 1.0
+    same = truncate(e, 4)  # at the trained rank already: untouched
+    assert torch.equal(same.factors["lin"][0], a) and same.energy_kept == 1.0
 
 
 def test_expand_resolution():

@@ -40,25 +40,30 @@ class Expert:
 
 
 @torch.no_grad()
-def truncate(expert: Expert, rank: int) -> tuple[Expert, float]:
-    """(`expert` with each module's B·A replaced by its best rank-`rank` approximation, the least
-    share of a module's delta energy ‖B·A‖²_F that the approximation keeps).
+def truncate(expert: Expert, rank: int) -> Expert:
+    """`expert` with each module's B·A replaced by its best rank-`rank` approximation; its
+    `energy_kept` is the least share of a module's ‖B·A‖²_F that the approximation keeps.
 
-    Truncated SVD (Eckart-Young): B·A = U S Vᵀ -> B' = U_k √S_k, A' = √S_k V_kᵀ, the scale kept.
-    A module already at or under `rank` is left as it is.
+    Truncated SVD (Eckart-Young) through the factors, never the out x in product: with B = Q_b R_b
+    and Aᵀ = Q_a R_a, B·A = Q_b (R_b R_aᵀ) Q_aᵀ, so only an r x r matrix is decomposed (cheap on a
+    4096-wide layer). B' = U_k √S_k, A' = √S_k V_kᵀ, the scale kept. A module already at or under
+    `rank` is left as it is.
     """
     factors, least = {}, expert.energy_kept
     for path, (a, b) in expert.factors.items():
         if a.shape[0] <= rank:
             factors[path] = (a, b)
             continue
-        u, s, vh = torch.linalg.svd(b.double() @ a.double(), full_matrices=False)
+        qb, rb = torch.linalg.qr(b.double())
+        qa, ra = torch.linalg.qr(a.double().T)
+        u, s, vh = torch.linalg.svd(rb @ ra.T)
         root = s[:rank].sqrt()
-        factors[path] = ((root[:, None] * vh[:rank]).to(a.dtype).contiguous(), (u[:, :rank] * root).to(b.dtype).contiguous())
+        factors[path] = ((root[:, None] * (qa @ vh[:rank].T).T).to(a.dtype).contiguous(),
+                         ((qb @ u[:, :rank]) * root).to(b.dtype).contiguous())
         total = float((s ** 2).sum())
         if total > 0:
             least = min(least, float((s[:rank] ** 2).sum()) / total)
-    return Expert(name=expert.name, factors=factors, scales=dict(expert.scales), energy_kept=least), least
+    return Expert(name=expert.name, factors=factors, scales=dict(expert.scales), energy_kept=least)
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

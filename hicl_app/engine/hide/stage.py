@@ -73,7 +73,7 @@ def end_stage(model: nn.Module, spec, options: dict[str, Any]) -> dict[str, str]
     prev = previous_state(spec.prev_stage_dir, spec.stage_index)
     expert = from_peft(model, task.name)
     if options["expert_rank"]:
-        expert, _ = truncate(expert, options["expert_rank"])
+        expert = truncate(expert, options["expert_rank"])
     experts = (prev.experts if prev else []) + [expert]
     if prev is not None and task.name in prev.tasks:
         raise EngineError(f"task {task.name!r} already has an expert in the previous stage's state")
