@@ -20,16 +20,19 @@ METRIC_KEYS = [("mft", "MFT"), ("last", "Last"), ("avg", "Avg"), ("bwt", "BWT"),
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--steps", type=click.IntRange(1), default=600, show_default=True, help="Pretraining steps.")
 @click.option("--samples", type=click.IntRange(8), default=1500, show_default=True, help="Pretraining descriptions.")
-@click.option("--vision-steps", type=click.IntRange(0), default=600, show_default=True,
+@click.option("--vision-steps", type=click.IntRange(0), default=2000, show_default=True,
               help="Steps of the vision tower's pretraining on scene attributes (0: none; the tower then "
                    "learns from the descriptions only and is not frozen).")
-def tiny_base(out_dir: str, seed: int, steps: int, samples: int, vision_steps: int) -> None:
+@click.option("--vision-samples", type=click.IntRange(16), default=24000, show_default=True,
+              help="Distinct scenes in the vision tower's pretraining (a tenth, at most 1000, held out to measure it).")
+def tiny_base(out_dir: str, seed: int, steps: int, samples: int, vision_steps: int, vision_samples: int) -> None:
     """Build a tiny LLaVA-architecture base: a vision tower pretrained on scene attributes, then
     the whole model (tower frozen) on generic image descriptions, on CPU."""
     from .. import tinybase
 
     t0 = time.monotonic()
-    recipe = tinybase.BaseRecipe(seed=seed, steps=steps, samples=samples, vision_steps=vision_steps)
+    recipe = tinybase.BaseRecipe(seed=seed, steps=steps, samples=samples, vision_steps=vision_steps,
+                                 vision_samples=vision_samples)
     path = tinybase.build(out_dir, recipe, on_event=_pretrain_progress(steps))
     click.echo(str(path))
     info(f"\ntiny base saved to {path} in {time.monotonic() - t0:.0f}s")
@@ -39,7 +42,10 @@ def _pretrain_progress(total: int):
     tty = sys.stderr.isatty()
 
     def on_event(event: dict) -> None:
-        if tty and event.get("type") == "progress":
+        if event.get("kind") == "vision_accuracy":
+            info("vision tower on held-out scenes: " + ", ".join(
+                f"{k} {100 * v:.0f}%" for k, v in event["accuracy"].items()))
+        elif tty and event.get("type") == "progress":
             click.echo(f"\rpretraining {event.get('step')}/{total} loss {fmt_num(event.get('loss'), 3)}",
                        err=True, nl=False)
 

@@ -2,7 +2,8 @@
 
 Generic visual attributes of the pretraining scenes (never a task's question or answer format):
 the layout, the background, how many objects, each grid object's shape and colour, per colour
-how many objects, and the tallest and shortest bar of a chart. -100 where one does not apply.
+how many objects or bars, and the tallest and shortest bar of a chart, by colour and by place from the
+left. -100 where one does not apply.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ IGNORE = -100
 _COLORS = tuple(COLORS)
 _SLOTS = 2  # the first objects in reading order get a shape and a colour label each
 MAX_OBJECTS = 9
+MAX_BARS = 5
 
 CLASSES: dict[str, int] = {
     "kind": len(KINDS), "bg": len(BACKGROUNDS), "n_objects": MAX_OBJECTS + 1,
@@ -21,6 +23,7 @@ CLASSES: dict[str, int] = {
     **{f"color{i}": len(_COLORS) for i in range(_SLOTS)},
     **{f"n_{c}": MAX_OBJECTS + 1 for c in _COLORS},
     "tallest": len(_COLORS), "shortest": len(_COLORS),
+    "tallest_at": MAX_BARS, "shortest_at": MAX_BARS,
 }
 
 
@@ -29,9 +32,13 @@ def scene_labels(scene: Scene) -> dict[str, int]:
     out = dict.fromkeys(CLASSES, IGNORE)
     out["kind"] = KINDS.index(scene.kind)
     out["bg"] = list(BACKGROUNDS).index(scene.bg)
-    if scene.kind == "chart":
-        out["tallest"] = _COLORS.index(max(scene.bars, key=lambda b: b[1])[0])
-        out["shortest"] = _COLORS.index(min(scene.bars, key=lambda b: b[1])[0])
+    if scene.kind == "chart":  # bars are drawn left to right in the order listed
+        heights = [h for _, h in scene.bars]
+        tallest, shortest = heights.index(max(heights)), heights.index(min(heights))
+        out["tallest"] = _COLORS.index(scene.bars[tallest][0])
+        out["shortest"] = _COLORS.index(scene.bars[shortest][0])
+        out["tallest_at"], out["shortest_at"] = tallest, shortest
+        out["n_objects"] = len(scene.bars)
         return out
     objs = scene.objects  # single, and pair: left then right
     if scene.kind in ("icons", "mixed"):  # grid cells in reading order

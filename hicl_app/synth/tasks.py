@@ -24,6 +24,7 @@ from .images import BACKGROUNDS, COLORS, SHAPES, STYLES, Obj, Scene, render
 
 PLURALS = {"circle": "circles", "square": "squares", "triangle": "triangles", "cross": "crosses"}
 NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five"}
+ORDINALS = ("first", "second", "third", "fourth", "fifth")
 LETTERS = "ABCD"
 # The base model's own style: generic prompts answered by a plain description.
 GENERAL_PROMPTS: tuple[str, ...] = (
@@ -117,8 +118,11 @@ def mixed_scene(rng: random.Random, removed: str | None = None, n_removed: int =
 _BAR_LEVELS = (0.2, 0.35, 0.5, 0.65, 0.8, 0.95)
 
 
+BAR_COUNTS = (2, 3, 4, 5)
+
+
 def chart_scene(rng: random.Random, n: int | None = None) -> Scene:
-    n = n if n is not None else rng.choice((3, 4))
+    n = n if n is not None else rng.choice(BAR_COUNTS)
     colors = rng.sample(list(COLORS), n)
     heights = rng.sample(_BAR_LEVELS, n)
     return Scene("chart", rng.choice(list(BACKGROUNDS)), bars=tuple(zip(colors, heights)))
@@ -146,10 +150,11 @@ def describe(scene: Scene) -> str:
     """The generic description the base model is pretrained to give (never a task answer)."""
     where = f"on a {scene.bg} background."
     objs = scene.objects
-    if scene.kind == "chart":  # naming the tallest bar teaches the vision tower bar heights
-        tallest = max(scene.bars, key=lambda bar: bar[1])[0]
+    if scene.kind == "chart":  # which bar stands highest and lowest, counted from the left
+        heights = [h for _, h in scene.bars]
+        tallest, shortest = (ORDINALS[heights.index(f(heights))] for f in (max, min))
         return (f"a bar chart with {_join([c for c, _ in scene.bars])} bars {where} "
-                f"the {tallest} bar is the tallest.")
+                f"the {tallest} bar is the tallest and the {shortest} the shortest.")
     if scene.kind in ("single", "pair"):
         return _join([f"{_a(o.color)} {o.color} {o.shape}" for o in objs]) + f" {where}"
     if scene.kind == "icons":
@@ -179,17 +184,17 @@ def _make_shapes(rng: random.Random) -> Sample:
     return scene, _SHAPES_Q, scene.objects[0].shape
 
 
-def _chart_question(which: str, colors: list[str]) -> str:
-    options = "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(colors))
-    return f"Which bar is the {which}?\n{options}\n{_CHART_INSTR}"
+_CHART_Q = ("How many bars does the chart show?\n"
+             + "\n".join(f"{letter}. {k}" for letter, k in zip(LETTERS, BAR_COUNTS)) + f"\n{_CHART_INSTR}")
 
 
 def _make_chart(rng: random.Random) -> Sample:
-    scene = chart_scene(rng, n=4)
-    which = rng.choice(("tallest", "shortest"))
-    heights = [h for _, h in scene.bars]
-    pick = heights.index(max(heights) if which == "tallest" else min(heights))
-    return scene, _chart_question(which, [c for c, _ in scene.bars]), LETTERS[pick]
+    # Which bar is tallest or shortest, with the colours as options, was the first design: the
+    # tiny base reads bar heights (its tower does, 100% on held-out charts) but after a minute of
+    # pretraining its language model names the right bar about half the time, and a task trained
+    # alone stayed at chance (26 against 25). The number of bars it reads as well as icons.
+    scene = chart_scene(rng)
+    return scene, _CHART_Q, LETTERS[BAR_COUNTS.index(len(scene.bars))]
 
 
 def _scene_caption(scene: Scene) -> str:
@@ -240,7 +245,7 @@ TASKS: tuple[TaskSpec, ...] = (
              "ImageNet-R-like: the class of one large shape drawn filled, outlined or bordered.",
              _SHAPES_Q, "one class word", SHAPES, _make_shapes),
     TaskSpec("chartqa", "choice",
-             "ArxivQA-like: multiple choice (A-D) about the tallest or shortest of four bars.",
+             "ArxivQA-like: multiple choice (A-D) on how many bars (2-5) a bar chart shows.",
              _CHART_INSTR, "an option letter", tuple(LETTERS), _make_chart),
     TaskSpec("caption-scene", "caption",
              "VizWiz-Caption-like: a brief caption of one shape, '<bg> photo of a <color> <shape>'.",
@@ -300,12 +305,9 @@ def vocabulary_corpus() -> list[str]:
     small and sampled (fixed seed) where large.
     """
     lines: list[str] = list(GENERAL_PROMPTS)
-    lines += [_SHAPES_Q, _SCENE_Q, _STYLE_Q, _CHART_INSTR, _COUNT_INSTR, _MATH_INSTR]
+    lines += [_SHAPES_Q, _SCENE_Q, _STYLE_Q, _CHART_Q, _CHART_INSTR, _COUNT_INSTR, _MATH_INSTR]
     lines += [_math_question(c) for c in COLORS]
     lines += [f"How many {PLURALS[s]} are there?\n{_COUNT_INSTR}" for s in SHAPES]
-    for colors in itertools.permutations(COLORS, 4):
-        for which in ("tallest", "shortest"):
-            lines.append(_chart_question(which, list(colors)))
     lines += list(LETTERS) + [str(k) for k in range(0, 10)] + list(NUMBER_WORDS.values())
     lines += list(SHAPES) + list(PLURALS.values()) + list(COLORS) + list(BACKGROUNDS)
     for bg in BACKGROUNDS:
