@@ -19,7 +19,7 @@ METRIC_KEYS = [("mft", "MFT"), ("last", "Last"), ("avg", "Avg"), ("bwt", "BWT"),
 @click.argument("out_dir", type=click.Path(file_okay=False))
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--steps", type=click.IntRange(1), default=600, show_default=True, help="Pretraining steps.")
-@click.option("--samples", type=click.IntRange(8), default=1500, show_default=True, help="Pretraining descriptions.")
+@click.option("--samples", type=click.IntRange(8), default=3000, show_default=True, help="Pretraining descriptions.")
 @click.option("--vision-steps", type=click.IntRange(0), default=2000, show_default=True,
               help="Steps of the vision tower's pretraining on scene attributes (0: none; the tower then "
                    "learns from the descriptions only and is not frozen).")
