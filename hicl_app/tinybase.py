@@ -1,7 +1,7 @@
 """The demo's tiny base: a LLaVA-architecture model pretrained on CPU on generic descriptions.
 
 A real MLLM arrives pretrained; an untrained tiny one would make every continual method look
-alike. So the base learns, in about a minute, to describe the benchmark's image domains in its
+alike. So the base learns, in about a minute and a half on 2 cores, to describe the benchmark's image domains in its
 own style (never the task answers), and is cached in the workspace keyed by its recipe.
 """
 

@@ -117,7 +117,7 @@ def prepare(cache: Path, work: Path, log: Callable[[str], None], base: str | Non
 
         recipe = tinybase.BaseRecipe()
         if not tinybase.is_built(cache / recipe.key(), recipe):
-            log("building the tiny base (once per workspace, about a minute)")
+            log("building the tiny base (once per workspace, about a minute and a half)")
         base_dir, _ = tinybase.ensure(cache, recipe)
         tiny = True
     tasks = _normalised_tasks(cache, seed=0)
