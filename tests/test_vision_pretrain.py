@@ -80,3 +80,21 @@ def test_bad_labels_are_refused(fresh_base):
     image = render(pretrain_sample(0, 0)[0], 64)
     with pytest.raises(EngineError, match="one label per image"):
         pretrain_vision(fresh_base, [image, image], {"kind": [0]}, {"kind": 5}, steps=1)
+
+
+def test_held_out_images_are_scored_and_never_trained_on(fresh_base):
+    from hicl_app.engine.errors import EngineError
+    from hicl_app.engine.vision_pretrain import pretrain_vision
+
+    scenes = [pretrain_sample(2, i)[0] for i in range(96)]
+    images = [render(s, 64) for s in scenes]
+    labels = {"bg": label_columns(scenes)["bg"]}
+    # the held-out images carry labels that contradict the training ones (every training label is
+    # shifted by one): a head trained on the first 64 then scores near 0 on the last 32, where a
+    # score over the training images would be near 1
+    shifted = [(v + 1) % CLASSES["bg"] for v in labels["bg"][64:]]
+    got = pretrain_vision(fresh_base, images, {"bg": labels["bg"][:64] + shifted}, {"bg": CLASSES["bg"]},
+                          steps=80, lr=3e-3, holdout=32)
+    assert got["bg"] < 0.2, got
+    with pytest.raises(EngineError, match="holds out 96 of 96"):
+        pretrain_vision(fresh_base, images, labels, {"bg": CLASSES["bg"]}, steps=1, holdout=96)
