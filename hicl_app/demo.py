@@ -16,6 +16,7 @@ from typing import Callable
 
 from .catalog.db import Catalog
 from .errors import Conflict, InvalidInput
+from .tinybase import BaseRecipe
 
 #: What `hicl demo` compares: the two baselines and each method once, in the configuration the
 #: README's results table measured best on this benchmark (a `:key=value` label changes one
@@ -54,10 +55,10 @@ class DemoConfig:
     #: cost a quarter of each step on a CPU
     dropout: float = 0.0
     max_new_tokens: int = 12
-    base_steps: int = 600
-    base_samples: int = 3000
-    base_vision_steps: int = 2000
-    base_vision_samples: int = 24000
+    base_steps: int = BaseRecipe.steps
+    base_samples: int = BaseRecipe.samples
+    base_vision_steps: int = BaseRecipe.vision_steps
+    base_vision_samples: int = BaseRecipe.vision_samples
     extra_options: dict = field(default_factory=dict)
     #: also train each task alone (seq-lora on that task only) to measure its single-task ceiling
     ceilings: bool = False
@@ -79,11 +80,11 @@ Log = Callable[[str], None]
 
 def _log_vision(log: Log):
     """An on_event for the base build that logs what its vision tower reads on held-out scenes."""
+    from .tinybase import vision_summary
+
     def on_event(event: dict) -> None:
         if event.get("kind") == "vision_accuracy":
-            acc = event["accuracy"]
-            shown = ("kind", "shape0", "color0", "n_objects", "tallest_at", "shortest_at")
-            log("vision tower on held-out scenes: " + ", ".join(f"{k} {100 * acc[k]:.0f}%" for k in shown if k in acc))
+            log(vision_summary(event["accuracy"], ("kind", "shape0", "color0", "n_objects", "tallest_at", "shortest_at")))
     return on_event
 
 

@@ -102,6 +102,12 @@ def _pretrain_vision(out_dir: Path, recipe: BaseRecipe, on_event=None) -> dict[s
     return accuracy
 
 
+def vision_summary(accuracy: dict[str, float], names: tuple[str, ...] | None = None) -> str:
+    """'vision tower on held-out scenes: kind 88%, ...' for the `vision_accuracy` event's figures."""
+    shown = [k for k in (names or accuracy) if k in accuracy]
+    return "vision tower on held-out scenes: " + ", ".join(f"{k} {100 * accuracy[k]:.0f}%" for k in shown)
+
+
 def ensure(cache_dir: Path, recipe: BaseRecipe = BaseRecipe(), on_event=None) -> tuple[Path, bool]:
     """(path, built_now): reuse the cached base for this recipe, or build it."""
     out = Path(cache_dir) / recipe.key()

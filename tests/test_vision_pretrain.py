@@ -89,9 +89,8 @@ def test_held_out_images_are_scored_and_never_trained_on(fresh_base):
     scenes = [pretrain_sample(2, i)[0] for i in range(96)]
     images = [render(s, 64) for s in scenes]
     labels = {"bg": label_columns(scenes)["bg"]}
-    # the held-out images carry labels that contradict the training ones (every training label is
-    # shifted by one): a head trained on the first 64 then scores near 0 on the last 32, where a
-    # score over the training images would be near 1
+    # the 32 held-out images carry wrong labels (each true one shifted by one): a head trained on
+    # the first 64 scores near 0 on them, where a score over the training images would be near 1
     shifted = [(v + 1) % CLASSES["bg"] for v in labels["bg"][64:]]
     got = pretrain_vision(fresh_base, images, {"bg": labels["bg"][:64] + shifted}, {"bg": CLASSES["bg"]},
                           steps=80, lr=3e-3, holdout=32)

@@ -8,6 +8,7 @@ import time
 import click
 
 from ..settings import Settings
+from ..tinybase import BaseRecipe
 from .context import AppContext, pass_app
 from .output import emit_json, fmt_num, info, table
 from .runs import _general_line
@@ -18,12 +19,13 @@ METRIC_KEYS = [("mft", "MFT"), ("last", "Last"), ("avg", "Avg"), ("bwt", "BWT"),
 @click.command("tiny-base")
 @click.argument("out_dir", type=click.Path(file_okay=False))
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--steps", type=click.IntRange(1), default=600, show_default=True, help="Pretraining steps.")
-@click.option("--samples", type=click.IntRange(8), default=3000, show_default=True, help="Pretraining descriptions.")
-@click.option("--vision-steps", type=click.IntRange(0), default=2000, show_default=True,
+@click.option("--steps", type=click.IntRange(1), default=BaseRecipe.steps, show_default=True, help="Pretraining steps.")
+@click.option("--samples", type=click.IntRange(8), default=BaseRecipe.samples, show_default=True,
+              help="Pretraining descriptions.")
+@click.option("--vision-steps", type=click.IntRange(0), default=BaseRecipe.vision_steps, show_default=True,
               help="Steps of the vision tower's pretraining on scene attributes (0: none; the tower then "
                    "learns from the descriptions only and is not frozen).")
-@click.option("--vision-samples", type=click.IntRange(16), default=24000, show_default=True,
+@click.option("--vision-samples", type=click.IntRange(16), default=BaseRecipe.vision_samples, show_default=True,
               help="Distinct scenes in the vision tower's pretraining (a tenth, at most 1000, held out to measure it).")
 def tiny_base(out_dir: str, seed: int, steps: int, samples: int, vision_steps: int, vision_samples: int) -> None:
     """Build a tiny LLaVA-architecture base: a vision tower pretrained on scene attributes, then
@@ -39,12 +41,13 @@ def tiny_base(out_dir: str, seed: int, steps: int, samples: int, vision_steps: i
 
 
 def _pretrain_progress(total: int):
+    from .. import tinybase
+
     tty = sys.stderr.isatty()
 
     def on_event(event: dict) -> None:
         if event.get("kind") == "vision_accuracy":
-            info("vision tower on held-out scenes: " + ", ".join(
-                f"{k} {100 * v:.0f}%" for k, v in event["accuracy"].items()))
+            info(tinybase.vision_summary(event["accuracy"]))
         elif tty and event.get("type") == "progress":
             click.echo(f"\rpretraining {event.get('step')}/{total} loss {fmt_num(event.get('loss'), 3)}",
                        err=True, nl=False)

@@ -4,9 +4,9 @@ A real MLLM's vision tower arrives pretrained (CLIP on web-scale pairs) and tell
 and bar heights apart before any instruction tuning. A tiny tower trained only through a
 caption loss does not: in the caption loss the few words that name a shape or a count are a
 small share of the tokens, so after a minute of CPU pretraining it still names the shape at
-chance. This step gives the tiny tower that "CLIP pretraining": one linear head per attribute
-(e.g. kind of image, shape, colour, count, tallest bar) reads the flattened patch features the
-projector will see, and the heads are thrown away afterwards. Only the tower is saved back.
+chance. This step gives the tiny tower that "CLIP pretraining": one head per attribute (e.g.
+kind of image, shape, colour, count, tallest bar) reads the patch tokens the projector will see
+by attention, and the heads are thrown away afterwards. Only the tower is saved back.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ IGNORE = -100
 
 def pretrain_vision(model_dir: str | os.PathLike, images: list, labels: dict[str, list[int]],
                     classes: dict[str, int], steps: int = 600, lr: float = 3e-3, batch_size: int = 64,
-                    seed: int = 0, holdout: int = 0, readout: str = "attention",
+                    seed: int = 0, holdout: int = 0,
                     on_event: Callable[[dict], None] | None = None) -> dict[str, float]:
     """Train the vision tower of the model in `model_dir` in place; returns each head's accuracy.
 
@@ -51,10 +51,8 @@ def pretrain_vision(model_dir: str | os.PathLike, images: list, labels: dict[str
     targets = {name: torch.tensor(values) for name, values in labels.items()}
     torch.manual_seed(seed)
     with torch.no_grad():
-        _, n_tokens, width = _patch_features(tower, pixels[:1]).shape
-    if readout not in READOUTS:
-        raise EngineError(f"unknown vision readout {readout!r}; use one of {', '.join(READOUTS)}")
-    heads = READOUTS[readout](n_tokens, width, {name: classes[name] for name in labels})
+        width = _patch_features(tower, pixels[:1]).shape[-1]
+    heads = _attention_heads(width, {name: classes[name] for name in labels})
     params = list(tower.parameters()) + list(heads.parameters())
     for p in tower.parameters():
         p.requires_grad_(True)
@@ -98,27 +96,12 @@ def _patch_features(tower, pixels):
     return tower(pixels, output_hidden_states=True).hidden_states[-1][:, 1:]
 
 
-def _flat_heads(n_tokens: int, width: int, classes: dict[str, int]):
-    """A linear head per attribute on all patch tokens concatenated: a weight per patch position."""
-    from torch import nn
-
-    class Flat(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.heads = nn.ModuleDict({name: nn.Linear(n_tokens * width, k) for name, k in classes.items()})
-
-        def forward(self, tokens):
-            flat = tokens.flatten(1)
-            return {name: head(flat) for name, head in self.heads.items()}
-
-    return Flat()
-
-
-def _attention_heads(n_tokens: int, width: int, classes: dict[str, int], heads: int = 4):
+def _attention_heads(width: int, classes: dict[str, int], heads: int = 4):
     """Per attribute, learned queries attend over the patch tokens (keys and values shared), then a
     linear layer: the way a language model reads image tokens, so what the heads learn to find
-    is what the LM can find. A flat head reads a weight per patch position instead, which the LM's
-    attention cannot copy: with it the base named a shape from the same tower far less often."""
+    is what the LM can find. Linear heads on the flattened tokens (a weight per patch position,
+    which the LM's attention cannot copy) fit the tower as well, but with them the base counted
+    icons in 41 of 50 of its descriptions instead of 47, and placed the tallest bar half as often."""
     import torch
     from torch import nn
 
@@ -139,6 +122,3 @@ def _attention_heads(n_tokens: int, width: int, classes: dict[str, int], heads: 
             return {name: self.out[name](pooled[:, i]) for i, name in enumerate(names)}
 
     return Attention()
-
-
-READOUTS = {"flat": _flat_heads, "attention": _attention_heads}
