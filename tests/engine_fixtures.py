@@ -70,7 +70,7 @@ def write_jsonl(path: Path, records: list[dict]) -> Path:
 
 
 def _build_base(root: Path) -> Path:
-    from hicl_app.engine.tiny import build_tiny_base, pretrain
+    from hicl_app.builtin.tiny import build_tiny_base, pretrain
 
     corpus = [f"USER: <image>\n{q} ASSISTANT: {a}" for q in [*QUESTIONS.values(), CAPTION]
               for a in [*PALETTE, *SHAPES, "warm", "cool"]]
@@ -116,10 +116,10 @@ def quick_lora(base_dir: Path, records: list[dict], steps: int, seed: int = 0, *
     """Load the base, wrap a fresh LoRA and train it `steps` steps; returns (loaded, model)."""
     import torch
 
-    from hicl_app.engine.adapters import new_lora
+    from hicl_app.engine.modeling.adapters import new_lora
     from hicl_app.engine.config import ModelConfig, TrainConfig
-    from hicl_app.engine.models import load_base
-    from hicl_app.engine.train import train
+    from hicl_app.engine.modeling.models import load_base
+    from hicl_app.engine.train.loop import train
 
     loaded = load_base(ModelConfig(str(base_dir)))
     cfg = TrainConfig(**{"max_steps": steps, "lr": 1e-3, "checkpoint_every": 0, "seed": seed, **overrides})

@@ -39,7 +39,7 @@ def test_cli_start_reports_json(cli):
 def test_reference_loop_answers_like_batched_evaluation(tiny_base_dir, cl_tasks):
     from hicl_app.bench.eval_batched import one_by_one
     from hicl_app.engine.config import EvalConfig
-    from hicl_app.engine.generate import generate_answers
+    from hicl_app.engine.eval.generate import generate_answers
 
     loaded, model = quick_lora(tiny_base_dir, load_records(cl_tasks["color"].train_path), steps=15)
     test = load_records(cl_tasks["color"].test_path)[:5] + load_records(cl_tasks["tone"].test_path)[:5]

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from hicl_app.engine import caption as C
+from hicl_app.engine.eval import caption as C
 
 TINY, SMALL = 1e-15, 1e-9  # COCO-caption's BLEU smoothing constants
 

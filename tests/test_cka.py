@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from hicl_app.engine.cka import cka, cka_matrix, linear_cka, mean_cross, rbf_cka
+from hicl_app.engine.analysis.cka import cka, cka_matrix, linear_cka, mean_cross, rbf_cka
 from hicl_app.engine.errors import EngineError
 
 

@@ -41,7 +41,7 @@ def test_analyze_cka_of_a_hide_run(cli, home, tmp_path, cl_tasks, tiny_base_dir)
     run_id = json.loads(res.stdout)["run_id"]
     assert json.loads(cli("run", "show", run_id, "--json").stdout)["status"] == "completed"
     # expand=auto measured CKA between the two experts at the end of stage 2 and chose from it
-    from hicl_app.engine.hide.state import load_state
+    from hicl_app.engine.methods.hide.state import load_state
 
     stage_dir = Path(json.loads(cli("run", "show", run_id, "--json").stdout)["adapters"][-1]["path"]).parent
     state = load_state(stage_dir)

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from hicl_app.engine.clmetrics import METRICS, compute, format_metrics, format_table, read_csv
+from hicl_app.core.clmetrics import METRICS, compute, format_metrics, format_table, read_csv
 
 # R[t][j]: score on task j after training task t (rows: after task 1, 2, 3).
 R = [

@@ -5,8 +5,8 @@ from __future__ import annotations
 from engine_fixtures import cl_tasks, quick_lora, read_jsonl, tiny_base_dir  # noqa: F401  (session fixtures)
 
 from hicl_app.engine.config import EvalConfig
-from hicl_app.engine.evaluate import evaluate_task
-from hicl_app.engine.generate import generate_answers
+from hicl_app.engine.eval.evaluate import evaluate_task
+from hicl_app.engine.eval.generate import generate_answers
 from hicl_app.taskfile import load_records
 
 

@@ -6,11 +6,11 @@ import pytest
 import torch
 from engine_fixtures import cl_tasks, quick_lora, tiny_base_dir  # noqa: F401  (session fixtures)
 
-from hicl_app.engine.adapters import lora_module_names, new_lora, save_adapter
+from hicl_app.engine.modeling.adapters import lora_module_names, new_lora, save_adapter
 from hicl_app.engine.config import ModelConfig, TrainConfig
-from hicl_app.engine.data import Encoder, collate
+from hicl_app.engine.data.encoding import Encoder, collate
 from hicl_app.engine.errors import EngineError
-from hicl_app.engine.models import load_base, lora_target_regex
+from hicl_app.engine.modeling.models import load_base, lora_target_regex
 from hicl_app.taskfile import load_records
 
 
@@ -61,7 +61,7 @@ def test_lora_stays_inside_the_language_model(tiny_base_dir, cl_tasks):
         lora_target_regex(loaded.model, ["qkv"])
 
     # train a few steps: nothing outside the LoRA factors moves
-    from hicl_app.engine.train import train
+    from hicl_app.engine.train.loop import train
 
     cfg = TrainConfig(max_steps=3, lr=1e-2, checkpoint_every=0)
     train(model, loaded.processor, load_records(cl_tasks["color"].train_path)[:24], cfg,

@@ -8,11 +8,11 @@ import pytest
 import torch
 from engine_fixtures import cl_tasks, tiny_base_dir  # noqa: F401  (session fixtures)
 
-from hicl_app.engine.checkpoint import latest_checkpoint
+from hicl_app.engine.train.checkpoint import latest_checkpoint
 from hicl_app.engine.config import ModelConfig, TrainConfig
-from hicl_app.engine.data import IGNORE_INDEX, Encoder, collate
+from hicl_app.engine.data.encoding import IGNORE_INDEX, Encoder, collate
 from hicl_app.engine.errors import EngineError, Stopped
-from hicl_app.engine.models import load_base
+from hicl_app.engine.modeling.models import load_base
 from hicl_app.taskfile import load_records
 
 
@@ -73,7 +73,7 @@ def test_config_round_trip_and_validation():
 
 
 def test_schedule_warmup_then_cosine():
-    from hicl_app.engine.train import Schedule
+    from hicl_app.engine.train.loop import Schedule
 
     s = Schedule(100, TrainConfig(max_steps=100, lr=1.0, warmup_ratio=0.1, batch_size=8))
     assert s.warmup_steps == 10 and s.total_steps == 100
@@ -87,8 +87,8 @@ def test_schedule_warmup_then_cosine():
 def test_training_reduces_loss(tiny_base_dir, cl_tasks):
     records = load_records(cl_tasks["color"].train_path)
     losses = []
-    from hicl_app.engine.adapters import new_lora
-    from hicl_app.engine.train import train
+    from hicl_app.engine.modeling.adapters import new_lora
+    from hicl_app.engine.train.loop import train
 
     loaded = load_base(ModelConfig(str(tiny_base_dir)))
     cfg = TrainConfig(max_steps=40, lr=1e-3, checkpoint_every=0)
@@ -103,8 +103,8 @@ def test_training_reduces_loss(tiny_base_dir, cl_tasks):
 
 
 def _run(base_dir, records, ckpt, cfg, stop_after=None, events=None):
-    from hicl_app.engine.adapters import new_lora
-    from hicl_app.engine.train import train
+    from hicl_app.engine.modeling.adapters import new_lora
+    from hicl_app.engine.train.loop import train
 
     loaded = load_base(ModelConfig(str(base_dir)))
     torch.manual_seed(cfg.seed)

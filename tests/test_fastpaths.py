@@ -15,16 +15,16 @@ import torch
 from engine_fixtures import cl_tasks, tiny_base_dir  # noqa: F401  (session fixtures)
 
 from hicl_app.engine.config import EvalConfig, ModelConfig, TrainConfig
-from hicl_app.engine.data import Encoder, collate
+from hicl_app.engine.data.encoding import Encoder, collate
 from hicl_app.engine.errors import EngineError, Stopped
-from hicl_app.engine.generate import generate_answers
-from hicl_app.engine.models import load_base
-from hicl_app.engine.vision_cache import feature_store, vision_feature_cache
+from hicl_app.engine.eval.generate import generate_answers
+from hicl_app.engine.modeling.models import load_base
+from hicl_app.engine.data.vision_cache import feature_store, vision_feature_cache
 from hicl_app.taskfile import load_records
 
 
 def _lora(base_dir, cfg):
-    from hicl_app.engine.adapters import new_lora
+    from hicl_app.engine.modeling.adapters import new_lora
 
     loaded = load_base(ModelConfig(str(base_dir)))
     torch.manual_seed(cfg.seed)
@@ -41,7 +41,7 @@ def _projector(model):
 
 
 def _logits_and_grads(model, batch):
-    from hicl_app.engine.train import token_loss_sum
+    from hicl_app.engine.train.loop import token_loss_sum
 
     model.zero_grad(set_to_none=True)
     inputs = {k: v for k, v in batch.items() if k != "labels"}
@@ -92,7 +92,7 @@ def test_cache_stays_off_for_a_trainable_tower_and_drops_stale_features(tiny_bas
 
 
 def _train(base_dir, records, cfg, ckpt=None, stop_after=None):
-    from hicl_app.engine.train import train
+    from hicl_app.engine.train.loop import train
 
     loaded, model = _lora(base_dir, cfg)
     losses: list[float] = []
@@ -127,7 +127,7 @@ def test_training_and_generation_with_the_cache_match_the_plain_path(tiny_base_d
 
 
 def test_length_grouping_is_a_seeded_permutation_with_less_padding():
-    from hicl_app.engine.train import Schedule
+    from hicl_app.engine.train.loop import Schedule
 
     rng = random.Random(0)
     lengths = tuple(rng.choice([20, 40, 60, 200]) + rng.randrange(5) for _ in range(203))

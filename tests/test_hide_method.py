@@ -9,15 +9,15 @@ import torch
 from engine_fixtures import cl_tasks, read_jsonl, tiny_base_dir  # noqa: F401  (session fixtures)
 
 from hicl_app.engine.config import EvalConfig, ModelConfig, TrainConfig
-from hicl_app.engine.data import Encoder, collate
+from hicl_app.engine.data.encoding import Encoder, collate
 from hicl_app.engine.errors import EngineError
-from hicl_app.engine.generate import generate_answers
-from hicl_app.engine.hide.model import handle_of
-from hicl_app.engine.hide.state import load_state
+from hicl_app.engine.eval.generate import generate_answers
+from hicl_app.engine.methods.hide.model import handle_of
+from hicl_app.engine.methods.hide.state import load_state
 from hicl_app.engine.methods import get_method
-from hicl_app.engine.models import load_base
+from hicl_app.engine.modeling.models import load_base
 from hicl_app.engine.pipeline import StageSpec, run_stage
-from hicl_app.engine.train import train
+from hicl_app.engine.train.loop import train
 
 ORDER = ["color", "bg"]
 STEPS = 30
@@ -111,7 +111,7 @@ def test_a_stage_saved_and_loaded_back_gives_the_same_logits(two_stages, tiny_ba
 
 def test_with_one_task_the_hide_model_is_the_base_plus_that_expert(two_stages, tiny_base_dir):
     """Routing (w = 1), the merged fused layers and the reused image features add up to plain LoRA."""
-    from hicl_app.engine.adapters import load_lora
+    from hicl_app.engine.modeling.adapters import load_lora
 
     _, net = _hide_model(tiny_base_dir, two_stages["root"] / "stage-0")
     peft_model = load_lora(load_base(ModelConfig(str(tiny_base_dir))).model, two_stages["root"] / "stage-0" / "adapter")
@@ -247,7 +247,7 @@ def test_a_later_stage_without_the_previous_state_fails_before_training(tiny_bas
 
 
 def test_benchmark_helpers_count_parameters_and_time_both_models(two_stages, tiny_base_dir, cl_tasks):
-    from hicl_app.engine.hide.bench import inference_ratio, param_report
+    from hicl_app.bench.hide_model import inference_ratio, param_report
 
     stage = two_stages["root"] / "stage-1"
     report = param_report(stage)
@@ -267,9 +267,9 @@ def test_expert_rank_keeps_each_expert_truncated_and_the_adapter_at_the_trained_
                                                                                      cl_tasks, tmp_path):
     import shutil
 
-    from hicl_app.engine.hide.bench import param_report
-    from hicl_app.engine.hide.experts import truncate
-    from hicl_app.engine.hide.state import save_state
+    from hicl_app.bench.hide_model import param_report
+    from hicl_app.engine.methods.hide.experts import truncate
+    from hicl_app.engine.methods.hide.state import save_state
 
     # the same first stage with expert_rank=2: the trained expert is the fixture's, truncated
     run_stage(_spec(tiny_base_dir, cl_tasks, tmp_path, 0, None, expert_rank=2))

@@ -9,16 +9,16 @@ import torch
 from engine_fixtures import cl_tasks, read_jsonl, tiny_base_dir  # noqa: F401  (session fixtures)
 
 from hicl_app.engine.config import EvalConfig, ModelConfig, TrainConfig
-from hicl_app.engine.data import Encoder, collate
+from hicl_app.engine.data.encoding import Encoder, collate
 from hicl_app.engine.errors import EngineError
-from hicl_app.engine.generate import generate_answers
-from hicl_app.engine.hide.model import handle_of
-from hicl_app.engine.hide.routing import ClipEncoder
-from hicl_app.engine.hide.state import load_state
+from hicl_app.engine.eval.generate import generate_answers
+from hicl_app.engine.methods.hide.model import handle_of
+from hicl_app.engine.methods.hide.routing import ClipEncoder
+from hicl_app.engine.methods.hide.state import load_state
 from hicl_app.engine.methods import get_method
-from hicl_app.engine.models import load_base
+from hicl_app.engine.modeling.models import load_base
 from hicl_app.engine.pipeline import StageSpec
-from hicl_app.engine.train import train
+from hicl_app.engine.train.loop import train
 
 pytestmark = pytest.mark.timeout(1800)  # the first test of a process also builds the tiny base
 

@@ -7,11 +7,11 @@ import torch
 from torch import nn
 
 from hicl_app.engine.errors import EngineError
-from hicl_app.engine.hide.experts import Expert, RoutingState, attach_routed, truncate
-from hicl_app.engine.hide.fusion import attach_fused, fused_delta, merge_into, ties_merge
-from hicl_app.engine.hide.model import resolve_expand
-from hicl_app.engine.hide.options import DEFAULTS, validate
-from hicl_app.engine.hide.routing import route
+from hicl_app.engine.methods.hide.experts import Expert, RoutingState, attach_routed, truncate
+from hicl_app.engine.methods.hide.fusion import attach_fused, fused_delta, merge_into, ties_merge
+from hicl_app.engine.methods.hide.model import resolve_expand
+from hicl_app.engine.methods.hide.options import DEFAULTS, validate
+from hicl_app.engine.methods.hide.routing import route
 
 
 def _g(seed):
@@ -176,7 +176,7 @@ def test_expand_resolution():
 def test_an_expert_round_trips_through_peft_and_seeds_a_new_lora():
     from peft import LoraConfig, get_peft_model
 
-    from hicl_app.engine.hide.experts import copy_into, from_peft
+    from hicl_app.engine.methods.hide.experts import copy_into, from_peft
 
     torch.manual_seed(0)
     trained = get_peft_model(Net(), LoraConfig(r=2, lora_alpha=4, target_modules=["lin"]))

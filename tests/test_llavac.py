@@ -28,7 +28,7 @@ def _spec(base, tasks, root, index, options, prev=None, extra=None, **train):
 
 
 def _probe_logits(model, loaded, records) -> torch.Tensor:
-    from hicl_app.engine.data import Encoder, collate
+    from hicl_app.engine.data.encoding import Encoder, collate
 
     enc = Encoder(loaded.processor)
     batch = collate([enc.encode(r) for r in records], loaded.processor.tokenizer.pad_token_id, "right")
@@ -52,8 +52,8 @@ def test_options_are_checked_and_named():
 
 
 def test_two_stages_consolidate_and_the_saved_stage_answers_the_same(tiny_base_dir, cl_tasks, tmp_path):
-    from hicl_app.engine.models import load_base
-    from hicl_app.engine.train import train
+    from hicl_app.engine.modeling.models import load_base
+    from hicl_app.engine.train.loop import train
     from hicl_app.taskfile import load_records
 
     options = {"uir_weight": 0.05}
@@ -121,8 +121,8 @@ def test_resume_with_uir_follows_the_same_trajectory(tiny_base_dir, cl_tasks, tm
 
 
 def test_pretraining_tunes_only_the_projector_and_sac_off_adds(tiny_base_dir, cl_tasks, tmp_path):
-    from hicl_app.engine.models import load_base
-    from hicl_app.engine.projector import projector_state
+    from hicl_app.engine.modeling.models import load_base
+    from hicl_app.engine.methods.llava_c.projector import projector_state
 
     options = {"pretrain_task": "tone", "pretrain_steps": 4, "sac": "off", "uir": "off"}
     with pytest.raises(EngineError, match="pretrain_task 'tone'"):

@@ -10,7 +10,7 @@ from tui_support import add_tasks, fake_base, open_catalog
 
 from hicl_app.catalog.models import Run, Stage
 from hicl_app.catalog.runs import create_run, upsert_score
-from hicl_app.engine.clmetrics import general_retention
+from hicl_app.core.clmetrics import general_retention
 from hicl_app.errors import InvalidInput
 
 
@@ -53,7 +53,7 @@ def test_run_show_and_metrics_report_general_retention(cli, home):
 
 
 def test_demo_variants_parse_and_bad_ones_fail_before_anything_is_made(home):
-    from hicl_app.demo import DemoConfig, parse_variant, run_demo, split_methods
+    from hicl_app.builtin.demo import DemoConfig, parse_variant, run_demo, split_methods
 
     assert split_methods("seq-lora, hide:expand=0,3,-1,joint") == ("seq-lora", "hide:expand=0,3,-1", "joint")
     assert split_methods("hide:expand=2,3:routing=top1,llava-c") == ("hide:expand=2,3:routing=top1", "llava-c")

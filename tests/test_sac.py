@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from hicl_app.engine.errors import EngineError
-from hicl_app.engine.sac import apply_factors, consolidate, consolidate_model, module_names, plain_add
-from hicl_app.engine.tensorfile import StreamingWriter
+from hicl_app.engine.methods.llava_c.sac import apply_factors, consolidate, consolidate_model, module_names, plain_add
+from hicl_app.engine.modeling.tensorfile import StreamingWriter
 
 D = 24
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from hicl_app.engine import caption, scorers
-from hicl_app.engine.scorers import SCORERS, extract_letter, parse_number, score
+from hicl_app.engine.eval import caption, scorers
+from hicl_app.engine.eval.scorers import SCORERS, extract_letter, parse_number, score
 
 
 def test_scorer_names():
@@ -260,7 +260,7 @@ def test_bad_entries():
 def test_modules_import_without_torch_or_numpy():
     code = (
         "import sys\n"
-        "import hicl_app.engine.scorers, hicl_app.engine.caption, hicl_app.engine.clmetrics\n"
+        "import hicl_app.engine.eval.scorers, hicl_app.engine.eval.caption, hicl_app.core.clmetrics\n"
         "bad = [m for m in ('torch', 'numpy') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )

@@ -13,10 +13,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from hicl_app.synth import generate, pretrain_corpus, read_manifest, vocabulary_corpus
-from hicl_app.synth.tasks import (
-    GENERAL, GENERAL_PROMPTS, TASK_NAMES, TASKS, make_sample, pretrain_sample,
-)
+from hicl_app.builtin.synth import generate, pretrain_corpus, read_manifest, vocabulary_corpus
+from hicl_app.builtin.synth.tasks import GENERAL, GENERAL_PROMPTS, TASK_NAMES, TASKS, make_sample, pretrain_sample
 
 SCORERS = {"exact", "relaxed", "choice", "caption"}
 SMALL = dict(train=8, test=4, pretrain=6, seed=3, image_size=32)
@@ -192,5 +190,5 @@ def test_vocabulary_covers_every_emitted_word():
 
 
 def test_synth_imports_no_torch():
-    code = "import sys, hicl_app.synth; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, hicl_app.builtin.synth; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)

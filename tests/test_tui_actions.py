@@ -7,7 +7,7 @@ from tui_support import (FakeEngine, add_tasks, async_test, cell_texts, fake_bas
                          start_worker, wait_for)
 
 from hicl_app.catalog import queue
-from hicl_app.catalog.launch import start_run
+from hicl_app.services.launch import start_run
 from hicl_app.catalog.models import Job, Run, Stage, Task
 from hicl_app.errors import Conflict
 from hicl_app.tui.app import HiclApp

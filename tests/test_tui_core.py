@@ -13,7 +13,7 @@ from hicl_app.catalog.report import run_summary
 from hicl_app.catalog.runs import list_runs
 from hicl_app.errors import InvalidInput
 from hicl_app.tui import chart, data, forms, prefs
-from hicl_app.tui.bench import populate
+from hicl_app.bench.tui_paint import populate
 
 
 @pytest.fixture
@@ -158,7 +158,7 @@ def test_tui_command_is_registered_and_imports_textual_only_when_run(home):
 
 
 def test_bench_builds_a_workspace_and_times_first_paint(tmp_path):
-    from hicl_app.tui.bench import measure
+    from hicl_app.bench.tui_paint import measure
 
     result = measure(tmp_path / "ws", runs=40, points=2000, repeat=1)
     assert result["runs"] == 40 and result["curve_points"] >= 2000 and result["scores"] > 0

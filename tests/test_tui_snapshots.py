@@ -8,7 +8,7 @@ import pytest
 from tui_support import open_catalog, settle
 
 from hicl_app.tui.app import HiclApp
-from hicl_app.tui.bench import populate
+from hicl_app.bench.tui_paint import populate
 
 
 @pytest.fixture

@@ -7,15 +7,14 @@ import torch
 from engine_fixtures import cl_tasks, tiny_base_dir  # noqa: F401  (session fixtures)
 
 from hicl_app.engine.config import ModelConfig, TrainConfig
-from hicl_app.engine.models import load_base
-from hicl_app.engine.uir import (GENERAL_INQUIRIES, MAX_TASK_INQUIRIES, encode_inquiries, feature_distance, pick,
-                                 task_instructions, uir_loss)
+from hicl_app.engine.modeling.models import load_base
+from hicl_app.engine.methods.llava_c.uir import GENERAL_INQUIRIES, MAX_TASK_INQUIRIES, encode_inquiries, feature_distance, pick, task_instructions, uir_loss
 from hicl_app.taskfile import load_records
 
 
 @pytest.fixture()
 def lora_model(tiny_base_dir):
-    from hicl_app.engine.adapters import new_lora
+    from hicl_app.engine.modeling.adapters import new_lora
 
     loaded = load_base(ModelConfig(str(tiny_base_dir)))
     torch.manual_seed(0)
@@ -37,7 +36,7 @@ def _scale_lora_b(model, value: float, seed: int = 0) -> None:
 
 
 def test_instructions_without_answers_and_never_the_held_out_prompts(cl_tasks):
-    from hicl_app.synth.tasks import GENERAL_PROMPTS
+    from hicl_app.builtin.synth.tasks import GENERAL_PROMPTS
 
     records = load_records(cl_tasks["color"].train_path)
     assert task_instructions(records) == ["What color is the shape?"]
@@ -88,7 +87,7 @@ def test_loss_is_zero_at_init_and_with_the_adapter_off_and_grows_with_drift(lora
 
 
 def test_reference_features_kept_once_give_the_loss_computed_each_step(lora_model, cl_tasks):
-    from hicl_app.engine.uir import ReferenceFeatures
+    from hicl_app.engine.methods.llava_c.uir import ReferenceFeatures
 
     loaded, model = lora_model
     pool = _inquiries(loaded, cl_tasks)[:6]

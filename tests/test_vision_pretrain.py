@@ -7,9 +7,9 @@ import json
 import pytest
 from safetensors import safe_open
 
-from hicl_app.synth.attributes import CLASSES, IGNORE, label_columns, scene_labels
-from hicl_app.synth.images import Obj, Scene, render
-from hicl_app.synth.tasks import pretrain_sample
+from hicl_app.builtin.synth.attributes import CLASSES, IGNORE, label_columns, scene_labels
+from hicl_app.builtin.synth.images import Obj, Scene, render
+from hicl_app.builtin.synth.tasks import pretrain_sample
 
 
 def test_labels_name_what_the_scene_shows():
@@ -42,7 +42,7 @@ def test_every_label_is_in_range_on_the_pretraining_stream():
 
 @pytest.fixture(scope="module")
 def fresh_base(tmp_path_factory):
-    from hicl_app.engine.tiny import build_tiny_base
+    from hicl_app.builtin.tiny import build_tiny_base
 
     return build_tiny_base(tmp_path_factory.mktemp("vision") / "base", seed=0, corpus=["a red circle"])
 
@@ -53,7 +53,7 @@ def _tensors(folder, prefix):
 
 
 def test_pretraining_teaches_the_tower_and_touches_nothing_else(fresh_base):
-    from hicl_app.engine.vision_pretrain import pretrain_vision
+    from hicl_app.builtin.vision_pretrain import pretrain_vision
 
     scenes = [pretrain_sample(1, i)[0] for i in range(256)]
     images = [render(s, 64) for s in scenes]
@@ -75,7 +75,7 @@ def test_pretraining_teaches_the_tower_and_touches_nothing_else(fresh_base):
 
 def test_bad_labels_are_refused(fresh_base):
     from hicl_app.engine.errors import EngineError
-    from hicl_app.engine.vision_pretrain import pretrain_vision
+    from hicl_app.builtin.vision_pretrain import pretrain_vision
 
     image = render(pretrain_sample(0, 0)[0], 64)
     with pytest.raises(EngineError, match="one label per image"):
@@ -84,7 +84,7 @@ def test_bad_labels_are_refused(fresh_base):
 
 def test_held_out_images_are_scored_and_never_trained_on(fresh_base):
     from hicl_app.engine.errors import EngineError
-    from hicl_app.engine.vision_pretrain import pretrain_vision
+    from hicl_app.builtin.vision_pretrain import pretrain_vision
 
     scenes = [pretrain_sample(2, i)[0] for i in range(96)]
     images = [render(s, 64) for s in scenes]

@@ -24,8 +24,8 @@ def one_by_one(model: Any, processor: Any, records: list[dict], max_new_tokens: 
     """Greedy answers, one `generate` call per sample, as the research scripts do."""
     import torch
 
-    from ..engine.data import Encoder, load_image
-    from ..engine.generate import stop_ids
+    from ..engine.data.encoding import Encoder, load_image
+    from ..engine.eval.generate import stop_ids
 
     encoder = Encoder(processor)
     tokenizer = processor.tokenizer
@@ -47,9 +47,9 @@ def one_by_one(model: Any, processor: Any, records: list[dict], max_new_tokens: 
 
 
 def run(workload) -> Result:
-    from ..engine.adapters import new_lora
+    from ..engine.modeling.adapters import new_lora
     from ..engine.config import EvalConfig, TrainConfig
-    from ..engine.generate import generate_answers
+    from ..engine.eval.generate import generate_answers
 
     loaded = workload.load()
     model = new_lora(loaded.model, TrainConfig())  # evaluated as after a stage: through PEFT

@@ -34,11 +34,11 @@ def run(workload) -> Result:
 
     if "hide" not in method_names():
         return skipped(NAME, MEASURES, "method hide is not registered", f"<= {TARGET:g}x")
-    from ..engine.adapters import load_lora
+    from ..engine.modeling.adapters import load_lora
     from ..engine.config import EvalConfig
-    from ..engine.hide.bench import param_report
+    from .hide_model import param_report
     from ..engine.methods import get_method
-    from ..engine.models import decoder_layers
+    from ..engine.modeling.models import decoder_layers
 
     stage_dir = workload.hide_run()
     records = workload.records("test")
@@ -82,7 +82,7 @@ def run(workload) -> Result:
 
 def _batches(loaded, records: list[dict], size: int) -> list[dict]:
     """The prompts of `records`, encoded and left-padded in batches of `size`, on the model's device."""
-    from ..engine.data import Encoder, collate
+    from ..engine.data.encoding import Encoder, collate
 
     encoder = Encoder(loaded.processor, max_length=10**9)
     prompts = [encoder.encode(r, with_answer=False) for r in records]

@@ -36,7 +36,7 @@ def _config(**overrides):
 def _fresh_lora(workload, cfg):
     import torch
 
-    from ..engine.adapters import new_lora
+    from ..engine.modeling.adapters import new_lora
 
     loaded = workload.load()
     torch.manual_seed(cfg.seed)
@@ -44,7 +44,7 @@ def _fresh_lora(workload, cfg):
 
 
 def hicl_trial(workload, records: list[dict], cfg) -> tuple[float, list[float]]:
-    from ..engine.train import train
+    from ..engine.train.loop import train
 
     loaded, model = _fresh_lora(workload, cfg)
     losses: list[float] = []
@@ -62,8 +62,8 @@ def trainer_trial(workload, records: list[dict], cfg, log_every_step: bool = Fal
     from transformers import Trainer, TrainingArguments
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    from ..engine.data import Encoder, collate
-    from ..engine.train import Schedule
+    from ..engine.data.encoding import Encoder, collate
+    from ..engine.train.loop import Schedule
 
     loaded, model = _fresh_lora(workload, cfg)
     encoder = Encoder(loaded.processor, cfg.max_length)

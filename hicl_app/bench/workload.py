@@ -49,13 +49,13 @@ class Workload:
     def load(self):
         """A fresh copy of the base model (in eval mode) with its processor."""
         from ..engine.config import ModelConfig
-        from ..engine.models import load_base
+        from ..engine.modeling.models import load_base
 
         return load_base(ModelConfig(str(self.base), device=self.device, dtype=self.dtype))
 
     def timed_answers(self, model, loaded, records: list[dict], cfg) -> tuple[float, list[str]]:
         """(seconds on this workload's clock, answers) of batched greedy generation: one trial."""
-        from ..engine.generate import generate_answers
+        from ..engine.eval.generate import generate_answers
 
         t0 = self.clock()
         answers = generate_answers(model, loaded.processor, records, cfg, device=loaded.device, dtype=loaded.dtype)
@@ -84,7 +84,7 @@ def check_base(base: str | os.PathLike) -> Path:
 
 def _normalised_tasks(cache: Path, seed: int) -> list[TaskData]:
     """The synthetic tasks as normalised JSONL (what `add-task` stores), generated once."""
-    from ..synth import generate, read_manifest
+    from ..builtin.synth import generate, read_manifest
     from ..taskfile import parse_task_file, write_records
 
     folder = cache / f"bench-synth-s{seed}-t{N_TASKS}-n{N_TRAIN}x{N_TEST}"
@@ -113,7 +113,7 @@ def prepare(cache: Path, work: Path, log: Callable[[str], None], base: str | Non
     if base is not None:
         base_dir, tiny = check_base(base), False
     else:
-        from .. import tinybase
+        from ..builtin import tinybase
 
         recipe = tinybase.BaseRecipe()
         if not tinybase.is_built(cache / recipe.key(), recipe):
@@ -122,7 +122,7 @@ def prepare(cache: Path, work: Path, log: Callable[[str], None], base: str | Non
         tiny = True
     tasks = _normalised_tasks(cache, seed=0)
     (Path(work) / "workload.json").write_text(json.dumps({"base": str(base_dir), "tasks": [t.name for t in tasks]}))
-    from ..engine.models import resolve_device_dtype
+    from ..engine.modeling.models import resolve_device_dtype
     from .core import make_clock
 
     clock, clock_name = make_clock(str(resolve_device_dtype(device, dtype)[0]))

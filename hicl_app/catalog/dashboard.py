@@ -13,7 +13,7 @@ import threading
 from sqlalchemy import func
 from sqlmodel import Session, select
 
-from ..engine import clmetrics
+from ..core import clmetrics
 from .db import Catalog
 from .models import CurvePoint, Job, Run, Score, Stage
 

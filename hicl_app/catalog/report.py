@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlmodel import Session, select
 
-from ..engine import clmetrics
+from ..core import clmetrics
 from .models import Push, Run
 from .runs import accuracy_matrix, adapters_of, jobs_of, scores_of, stages_of
 

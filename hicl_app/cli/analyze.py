@@ -51,7 +51,7 @@ def _sources(session, run) -> tuple[dict, list[str]]:
 
 def _probe_records(session, task_names: list[str], per_task: int, seed: int) -> list[dict]:
     from ..catalog.tasks import get_task
-    from ..engine.hide.probe import pick_probes
+    from ..engine.analysis.probe import pick_probes
     from ..taskfile import load_records
 
     probes = []
@@ -93,7 +93,7 @@ def cka(app: AppContext, run_ref: str, layers: str | None, kernel: str, per_task
     from ..catalog.cka import store_cka
     from ..catalog.runs import get_run
     from ..engine.config import ModelConfig, from_dict
-    from ..engine.hide.analysis import run_cka
+    from ..engine.analysis.run_cka import run_cka
 
     wanted = _parse_layers(layers)
     with app.catalog.session() as s:

@@ -20,7 +20,7 @@ from .output import emit_json, info, table
 @click.option("--json", "as_json", is_flag=True)
 def synth(out_dir, n_tasks, train, test, seed, image_size, overwrite, as_json) -> None:
     """Generate the synthetic benchmark: LLaVA-format tasks with test splits, ready for add-task."""
-    from ..synth import generate
+    from ..builtin.synth import generate
 
     try:
         manifest = generate(out_dir, tasks=n_tasks, train=train, test=test, seed=seed,

@@ -8,7 +8,7 @@ import time
 import click
 
 from ..settings import Settings
-from ..tinybase import BaseRecipe
+from ..builtin.tinybase import BaseRecipe
 from .context import AppContext, pass_app
 from .output import emit_json, fmt_num, info, table
 from .runs import _general_line
@@ -30,7 +30,7 @@ METRIC_KEYS = [("mft", "MFT"), ("last", "Last"), ("avg", "Avg"), ("bwt", "BWT"),
 def tiny_base(out_dir: str, seed: int, steps: int, samples: int, vision_steps: int, vision_samples: int) -> None:
     """Build a tiny LLaVA-architecture base: a vision tower pretrained on scene attributes, then
     the whole model (tower frozen) on generic image descriptions, on CPU."""
-    from .. import tinybase
+    from ..builtin import tinybase
 
     t0 = time.monotonic()
     recipe = tinybase.BaseRecipe(seed=seed, steps=steps, samples=samples, vision_steps=vision_steps,
@@ -41,7 +41,7 @@ def tiny_base(out_dir: str, seed: int, steps: int, samples: int, vision_steps: i
 
 
 def _pretrain_progress(total: int):
-    from .. import tinybase
+    from ..builtin import tinybase
 
     tty = sys.stderr.isatty()
 
@@ -71,7 +71,7 @@ def _pretrain_progress(total: int):
 def demo(app: AppContext, home, methods, n_tasks, seed, quick, ceilings, workers, as_json) -> None:
     """Run every method on the built-in benchmark and compare them (CPU, nothing downloaded)."""
     from ..catalog.db import Catalog
-    from ..demo import DemoConfig, default_methods, run_demo, split_methods
+    from ..builtin.demo import DemoConfig, default_methods, run_demo, split_methods
 
     settings = Settings.resolve(home) if home else app.settings
     chosen = split_methods(methods) if methods else default_methods()
@@ -93,7 +93,7 @@ def demo(app: AppContext, home, methods, n_tasks, seed, quick, ceilings, workers
 
 
 def _print_report(result: dict) -> None:
-    from ..engine.clmetrics import format_table
+    from ..core.clmetrics import format_table
 
     for method, run in result["runs"].items():
         took = f", {run['wall_s']:.0f}s" if run.get("wall_s") is not None else ""

@@ -18,7 +18,7 @@ from .runs import _general_line, _metrics_line
 @pass_app
 def metrics(app: AppContext, run_ref: str | None, matrix_file: str | None, as_json: bool) -> None:
     """MFT, Last, Avg, BWT, Forgetting (and FWT with zero-shot scores) of RUN or of --matrix FILE."""
-    from ..engine import clmetrics
+    from ..core import clmetrics
 
     if (run_ref is None) == (matrix_file is None):
         raise InvalidInput("give either a RUN or --matrix FILE.csv", hint="`hicl metrics 3` or `hicl metrics --matrix paper.csv`")

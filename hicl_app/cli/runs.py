@@ -94,7 +94,7 @@ def run_start(app: AppContext, method, task_list, base, name, rank, alpha, lr, e
 
     Method options come as flags (`--fusion sum`) or as `-o KEY=VALUE`; a flag wins.
     """
-    from ..catalog.launch import start_run
+    from ..services.launch import start_run
 
     config = {
         "train": {"rank": rank, "alpha": alpha if alpha is not None else 2 * rank, "lr": lr, "epochs": epochs,
@@ -220,7 +220,7 @@ def runs(app: AppContext, as_json: bool) -> None:
 def run_show(app: AppContext, run_ref: str, as_json: bool) -> None:
     """Stages, jobs, adapters, the accuracy matrix and the metrics of a run."""
     from ..catalog.report import run_detail
-    from ..engine.clmetrics import format_table
+    from ..core.clmetrics import format_table
 
     with app.catalog.session() as s:
         from ..catalog.runs import get_run

@@ -17,14 +17,14 @@ from torch import nn
 
 from ..fsio import atomic_write_json, sha256_file
 from ..taskfile import load_records
-from .checkpoint import latest_checkpoint
+from .train.checkpoint import latest_checkpoint
 from .config import EvalConfig, ModelConfig, to_dict
 from .errors import EngineError, Stopped
-from .evaluate import evaluate_task
+from .eval.evaluate import evaluate_task
 from .methods import get_method
-from .models import LoadedModel, env_info, load_base
+from .modeling.models import LoadedModel, env_info, load_base
 from .spec import StageResult, StageSpec, TaskData
-from .train import train
+from .train.loop import train
 
 __all__ = ["StageResult", "StageSpec", "TaskData", "run_stage", "run_eval"]
 

@@ -25,7 +25,7 @@ from sqlmodel import Session, select
 from .. import __version__
 from ..catalog.models import Adapter, Run, Task
 from ..catalog.runs import accuracy_matrix, adapters_of, get_run, stages_of
-from ..engine import clmetrics
+from ..core import clmetrics
 from ..errors import Conflict, InvalidInput, NotFound
 from ..fsio import sha256_file
 

@@ -13,7 +13,7 @@ from ..catalog.db import Catalog
 from ..catalog.report import run_detail
 from ..catalog.runs import get_run
 from ..catalog.tasks import list_tasks
-from ..engine import clmetrics
+from ..core import clmetrics
 
 PAGE_SIZE = 100
 

@@ -6,10 +6,10 @@ from typing import Any
 
 from ..errors import EngineError
 from .base import Method
-from .hide import Hide
-from .joint import Joint
-from .llavac import LlavaC
-from .seq_lora import SeqLora
+from .hide.method import Hide
+from .lora.joint import Joint
+from .llava_c.method import LlavaC
+from .lora.seq_lora import SeqLora
 
 METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (SeqLora, Joint, LlavaC, Hide)}
 

@@ -8,7 +8,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import DataTable, Footer, Static
 
-from ...engine import clmetrics
+from ...core import clmetrics
 from ..data import RunData, fmt_score, fmt_signed, load_run
 from ..widgets.heatmap import HeatmapTable, legend, value_range
 from ..widgets.metrics import LABELS

@@ -9,7 +9,7 @@ from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Footer, Input, Label, Select, SelectionList, Static
 
-from ...catalog.launch import start_run
+from ...services.launch import start_run
 from ...catalog.tasks import list_tasks
 from ...errors import HiclError
 from ..forms import TRAIN_FIELDS, parse_run_form

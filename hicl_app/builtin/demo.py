@@ -1,0 +1,316 @@
+"""`hicl demo`: the whole job on a built-in default that runs on a laptop CPU with no downloads.
+
+Generate the benchmark, build (or reuse) the pretrained tiny base, add the tasks, run every
+method over the same task order through the real catalog and worker, and report from the
+catalog. Everything is cached in the workspace, so a second demo skips the preparation.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..catalog.db import Catalog
+from ..errors import Conflict, InvalidInput
+from .tinybase import BaseRecipe
+
+#: What `hicl demo` compares: the two baselines and each method once, in the configuration the
+#: README's results table measured best on this benchmark (a `:key=value` label changes one
+#: option; see `parse_variant`): hide with its experts kept where CKA says the layers differ (all
+#: four of the tiny model's), top-1 routing and each expert kept at rank 2 (1.5x one adapter for six
+#: tasks, the accuracy of rank 8), llava-c with the aligned SAC overlap and a UIR weight of 0.1 (the
+#: one configuration that beat seq-lora on Last and General on both seeds measured). One run each
+#: keeps the demo within five minutes on two CPU cores; `--methods` runs the methods' defaults
+#: (`hide`, `llava-c`) or any other variant.
+DEFAULT_METHODS = ("seq-lora", "joint", "hide:expand=auto:routing=top1:expert_rank=2",
+                   "llava-c:sac_overlap=aligned:uir_weight=0.1")
+
+
+def default_methods() -> tuple[str, ...]:
+    """DEFAULT_METHODS, then any other registered method with its defaults."""
+    from ..engine.methods import method_names
+
+    listed = {label.split(":")[0] for label in DEFAULT_METHODS}
+    return DEFAULT_METHODS + tuple(m for m in method_names() if m not in listed)
+
+
+@dataclass
+class DemoConfig:
+    tasks: int = 6
+    train: int = 250
+    test: int = 50
+    seed: int = 0
+    methods: tuple[str, ...] = DEFAULT_METHODS
+    #: 60 learnt only each task's answer format (a constant answer); 250 learn the tasks alone to
+    #: 44-98% (README: each task alone) within the five minutes
+    steps_per_task: int = 250
+    batch_size: int = 8
+    lr: float = 3e-3  # at 1e-3 a fresh LoRA still answers in the base's style after 60 steps (count: 2%)
+    rank: int = 8
+    #: LoRA dropout: 0 here, where a stage sees its 250 samples a few times and the dropout masks
+    #: cost a quarter of each step on a CPU
+    dropout: float = 0.0
+    max_new_tokens: int = 12
+    base_steps: int = BaseRecipe.steps
+    base_samples: int = BaseRecipe.samples
+    base_vision_steps: int = BaseRecipe.vision_steps
+    base_vision_samples: int = BaseRecipe.vision_samples
+    extra_options: dict = field(default_factory=dict)
+    #: also train each task alone (seq-lora on that task only) to measure its single-task ceiling
+    ceilings: bool = False
+    #: worker processes that drain the runs side by side (0: one per CPU core, at most one per run);
+    #: the tiny model gains almost nothing from a second torch thread, so two runs at once on two
+    #: cores take about the time of one. Each worker gets cores // workers torch threads.
+    workers: int = 0
+
+    @classmethod
+    def quick(cls, **overrides) -> "DemoConfig":
+        """A small version for tests: three tasks, few samples and steps."""
+        base = dict(tasks=3, train=48, test=16, steps_per_task=12, base_steps=60, base_samples=128,
+                    base_vision_steps=60, base_vision_samples=640)
+        return cls(**{**base, **overrides})
+
+
+Log = Callable[[str], None]
+
+
+def _log_vision(log: Log):
+    """An on_event for the base build that logs what its vision tower reads on held-out scenes."""
+    from .tinybase import vision_summary
+
+    def on_event(event: dict) -> None:
+        if event.get("kind") == "vision_accuracy":
+            log(vision_summary(event["accuracy"], ("kind", "shape0", "color0", "n_objects", "tallest_at", "shortest_at")))
+    return on_event
+
+
+def _benchmark(catalog: Catalog, cfg: DemoConfig, log: Log) -> tuple[Path, dict]:
+    from .synth import generate, read_manifest
+
+    folder = catalog.settings.cache / f"synth-s{cfg.seed}-t{cfg.tasks}-n{cfg.train}x{cfg.test}"
+    if (folder / "manifest.json").is_file():
+        return folder, read_manifest(folder)
+    log(f"generating the benchmark ({cfg.tasks} tasks, {cfg.train} train / {cfg.test} test each) in {folder}")
+    return folder, generate(folder, tasks=cfg.tasks, train=cfg.train, test=cfg.test, seed=cfg.seed, overwrite=True)
+
+
+def _add_tasks(catalog: Catalog, folder: Path, manifest: dict, log: Log) -> list[str]:
+    """Add the benchmark's tasks, reusing ones already added from the same files."""
+    from sqlmodel import select
+
+    from ..catalog.models import Task
+    from ..catalog.tasks import add_task
+    from ..fsio import sha256_file
+
+    names = []
+    for entry in manifest["tasks"] + [manifest["general"]]:
+        name, train = entry["name"], folder / entry["name"] / "train.jsonl"
+        with catalog.session() as s:
+            existing = s.exec(select(Task).where(Task.name == name)).first()
+        if existing is not None:
+            if existing.source_sha256 != sha256_file(train):
+                raise Conflict(f"this workspace already has a different task named {name!r}",
+                               hint="run the demo with its own --home")
+        else:
+            add_task(catalog, train, test_file=folder / name / "test.jsonl", scorer=entry["scorer"], name=name)
+            log(f"added task {name}")
+        names.append(name)
+    return names
+
+
+def run_demo(catalog: Catalog, cfg: DemoConfig, log: Log, on_progress=None) -> dict:
+    """Prepare everything, run each method to the end, and return the catalog's figures."""
+    from . import tinybase
+    from ..engine.methods import method_names
+
+    variants = {label: parse_variant(label) for label in cfg.methods}
+    unknown = [m for m, _ in variants.values() if m not in method_names()]
+    if unknown:
+        raise InvalidInput(f"unknown method(s): {', '.join(unknown)}", hint=f"available: {', '.join(method_names())}")
+    _check_options(cfg, variants)
+    started = time.monotonic()
+    folder, manifest = _benchmark(catalog, cfg, log)
+    names = _add_tasks(catalog, folder, manifest, log)
+    tasks, general = names[:-1], names[-1]
+    recipe = tinybase.BaseRecipe(seed=cfg.seed, steps=cfg.base_steps, samples=cfg.base_samples,
+                                 vision_steps=cfg.base_vision_steps, vision_samples=cfg.base_vision_samples)
+    t0 = time.monotonic()
+    base, built = tinybase.ensure(catalog.settings.cache, recipe, on_event=_log_vision(log))
+    log(f"{'built' if built else 'reusing'} the tiny base {base.name}" + (f" in {time.monotonic() - t0:.0f}s" if built else ""))
+    runs = {label: _start_method(catalog, cfg, method, tasks, general, base, log, name=f"demo-{label}", options=options)
+            for label, (method, options) in variants.items()}
+    if cfg.ceilings:
+        runs.update({f"alone:{task}": _start_method(catalog, cfg, "seq-lora", [task], None, base, log,
+                                                    name=f"demo-alone-{task}") for task in tasks})
+    try:
+        _drain(catalog, [r.id for r in runs.values()], _workers(cfg, len(runs)), log, on_progress)
+    except KeyboardInterrupt:
+        log(f"interrupted: the stages left of runs {', '.join(str(r.id) for r in runs.values())} stay queued "
+            "(`hicl worker` finishes them; `hicl jobs` lists them, `hicl jobs cancel ID` drops one)")
+        raise
+    reports = {label: _report(catalog, run.id, log) for label, run in runs.items()}
+    results = {label: reports[label] for label in variants}
+    ceilings = {}
+    if cfg.ceilings:
+        for task in tasks:
+            run = reports[f"alone:{task}"]
+            ceilings[task] = run["matrix"][0][0] if run["status"] == "completed" else None
+    return {"tasks": tasks, "general": general, "base": str(base), "runs": results,
+            **({"ceilings": ceilings, "chance": _chance(tasks)} if cfg.ceilings else {}),
+            "wall_s": time.monotonic() - started}
+
+
+def split_methods(text: str) -> tuple[str, ...]:
+    """`seq-lora,hide:expand=0,3` -> ("seq-lora", "hide:expand=0,3"): the methods of `--methods`.
+
+    Commas separate methods, but a piece that starts with a layer index continues the option
+    value before it (no method name starts with a digit), so a list value such as `expand=0,3`
+    needs no quoting of its own, also with more options after it (`hide:expand=2,3:routing=top1`)."""
+    out: list[str] = []
+    for piece in (p.strip() for p in text.split(",")):
+        if out and "=" in out[-1] and re.fullmatch(r"-?\d+(:.*)?", piece):
+            out[-1] += "," + piece
+        elif piece:
+            out.append(piece)
+    return tuple(out)
+
+
+def parse_variant(label: str) -> tuple[str, dict]:
+    """`llava-c:sac=off:uir_weight=0` -> ("llava-c", {"sac": "off", "uir_weight": 0}): a method
+    with some options changed, so ablations run side by side. Values are JSON where they parse."""
+    import json
+
+    method, *pairs = label.split(":")
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InvalidInput(f"bad method variant {label!r}", hint="write METHOD:KEY=VALUE[:KEY=VALUE], e.g. llava-c:sac=off")
+        try:
+            options[key.replace("-", "_")] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.replace("-", "_")] = value
+    return method.strip(), options
+
+
+def _check_options(cfg: DemoConfig, variants: dict[str, tuple[str, dict]]) -> None:
+    """Refuse a bad option before any run is recorded."""
+    from ..engine.errors import EngineError
+    from ..engine.methods import get_method
+
+    for label, (method, options) in variants.items():
+        try:
+            get_method(method, {**cfg.extra_options.get(method, {}), **options})
+        except EngineError as exc:
+            raise InvalidInput(f"method variant {label!r}: {exc}", hint=exc.hint) from None
+
+
+def _chance(tasks: list[str]) -> dict[str, float | None]:
+    """The score of a uniform guess over a task's closed answer space (None for free text)."""
+    from .synth.tasks import get_task
+
+    out = {}
+    for name in tasks:
+        answers = get_task(name).answers
+        out[name] = 100.0 / len(answers) if answers else None
+    return out
+
+
+def _start_method(catalog: Catalog, cfg: DemoConfig, method: str, tasks: list[str], general: str | None, base: Path,
+                  log: Log, name: str | None = None, options: dict | None = None):
+    """Record one run (its stage jobs queued) through the catalog, as `hicl run start` does."""
+    from ..services.launch import start_run
+
+    steps = cfg.steps_per_task * (len(tasks) if method == "joint" else 1)
+    config = {
+        "train": {"rank": cfg.rank, "alpha": 2 * cfg.rank, "lr": cfg.lr, "max_steps": steps, "dropout": cfg.dropout,
+                  "batch_size": cfg.batch_size, "seed": cfg.seed, "checkpoint_every": max(steps, 50),
+                  "warmup_ratio": 0.1},
+        "eval": {"batch_size": 64, "max_new_tokens": cfg.max_new_tokens},
+        "model": {"device": "cpu", "dtype": "float32"},
+        "method_options": {**cfg.extra_options.get(method, {}), **(options or {})},
+        "eval_all": False,
+        **({"general_task": general} if general else {}),
+    }
+    run = start_run(catalog, method=method, tasks=tasks, base=str(base), name=name or f"demo-{method}", config=config)
+    log(f"run {run.id}: {method} over {' → '.join(tasks)}")
+    return run
+
+
+def _workers(cfg: DemoConfig, n_runs: int) -> int:
+    return max(1, min(n_runs, cfg.workers or os.cpu_count() or 1))
+
+
+def _busy(catalog: Catalog, run_ids: list[int]) -> bool:
+    from ..catalog import queue
+
+    return queue.runnable_jobs(catalog, list(run_ids)) > 0
+
+
+def _drain(catalog: Catalog, run_ids: list[int], workers: int, log: Log, on_progress) -> None:
+    """Run the queued stages of `run_ids` to the end: here, or in `workers` processes side by side."""
+    from ..worker.loop import Worker
+
+    if workers > 1:
+        import multiprocessing
+
+        log(f"running {len(run_ids)} runs on {workers} workers side by side")
+        ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch thread pools
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        settings = catalog.settings
+        procs = [ctx.Process(target=_worker_process, args=(str(settings.home), settings.db_url, run_ids, threads),
+                             daemon=True) for _ in range(workers)]
+        for proc in procs:
+            proc.start()
+        try:
+            for proc in procs:
+                proc.join()
+        finally:
+            for proc in procs:
+                if proc.is_alive():
+                    proc.terminate()
+        if not _busy(catalog, run_ids):
+            return
+        log("a demo worker stopped early; running what is left here")  # a crashed one's job is re-claimed
+    Worker(catalog, on_progress=on_progress, poll=0.2).run(until=lambda: not _busy(catalog, run_ids))
+
+
+def _worker_process(home: str, db_url: str, run_ids: list[int], threads: int) -> None:
+    """One demo worker: claim the runs' stages until none is queued or running, print one line a stage."""
+    import sys
+
+    import torch
+
+    from ..settings import Settings
+    from ..worker.loop import Worker
+
+    torch.set_num_threads(threads)
+    catalog = Catalog(Settings(home=Path(home), db_url=db_url))
+
+    def on_end(job, status: str) -> None:
+        stage = job.payload.get("stage_index")
+        where = f" stage {stage + 1}" if isinstance(stage, int) else ""
+        print(f"  run {job.run_id}{where}: {status}", file=sys.stderr, flush=True)
+
+    try:
+        Worker(catalog, poll=0.2, on_end=on_end).run(until=lambda: not _busy(catalog, run_ids))
+    except KeyboardInterrupt:  # Ctrl-C reaches the whole group: the worker has put its job back; the parent says so
+        pass
+
+
+def _report(catalog: Catalog, run_id: int, log: Log) -> dict:
+    """The catalog's report of a finished run, with its wall time from the run's own timestamps."""
+    from ..catalog.report import run_detail
+    from ..catalog.runs import get_run
+
+    with catalog.session() as s:
+        result = run_detail(s, get_run(s, run_id))
+    started, finished = result.get("started_at"), result.get("finished_at")
+    result["wall_s"] = (finished - started).total_seconds() if started and finished else None
+    if result["status"] != "completed":
+        log(f"run {run_id} {result['status']}: {result['error']}")
+    return result

@@ -1,0 +1,1 @@
+"""Representation similarity (CKA) between task models on shared probe inputs, for any method."""

@@ -1,0 +1,1 @@
+"""Turning task records into model inputs, and caching a frozen vision tower's features."""

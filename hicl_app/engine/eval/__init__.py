@@ -1,0 +1,1 @@
+"""Greedy generation, scoring (exact, relaxed, choice, caption) and evaluating a task."""

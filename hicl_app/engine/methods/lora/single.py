@@ -1,0 +1,43 @@
+"""One LoRA adapter per stage, saved in PEFT layout: the common core of the two baselines."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ...errors import EngineError
+from ..base import Method
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from ...spec import StageSpec
+
+ADAPTER = "adapter"
+
+
+class SingleLora(Method):
+    """Trains one LoRA; `continues` says whether a stage picks up the previous stage's adapter."""
+
+    continues: bool = False
+
+    def prepare(self, base: nn.Module, spec: StageSpec) -> nn.Module:
+        from ...modeling.adapters import load_lora, new_lora
+
+        if not (self.continues and spec.stage_index > 0):
+            return new_lora(base, spec.train)
+        if spec.prev_stage_dir is None:
+            raise EngineError(f"{self.name} stage {spec.stage_index + 1} needs the previous stage's folder",
+                              hint="run the stages in order")
+        return load_lora(base, spec.prev_stage_dir / ADAPTER, trainable=True)
+
+    def save(self, model: nn.Module, spec: StageSpec) -> dict[str, str]:
+        from ...modeling.adapters import save_adapter
+
+        hashes = save_adapter(model, spec.stage_dir / ADAPTER)
+        return {f"{ADAPTER}/{name}": digest for name, digest in hashes.items()}
+
+    def load(self, base: nn.Module, stage_dir: Path) -> nn.Module:
+        from ...modeling.adapters import load_lora
+
+        return load_lora(base, Path(stage_dir) / ADAPTER)

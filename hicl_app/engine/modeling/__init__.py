@@ -1,0 +1,1 @@
+"""Loading a base model, its LoRA adapters and their raw factors, and streaming tensor files."""

@@ -1,0 +1,1 @@
+"""The shared training loop of every method and its exact, resumable checkpoints."""

@@ -1,0 +1,65 @@
+"""Starting a run: check everything a user can get wrong before anything is recorded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import InvalidInput
+from ..catalog.db import Catalog
+from ..catalog.models import Run
+from ..catalog.runs import create_run
+from ..catalog.tasks import get_task, missing_images
+
+
+def start_run(catalog: Catalog, *, method: str, tasks: list[str], base: str, name: str | None, config: dict) -> Run:
+    """Validate method, tasks and base, then record the run with its stages and queued jobs."""
+    from ..engine.methods import get_method, method_names
+
+    if method not in method_names():
+        raise InvalidInput(f"unknown method {method!r}", hint=f"choose one of {', '.join(method_names())}")
+    if not tasks:
+        raise InvalidInput("--tasks is empty", hint="pass task names in training order, e.g. --tasks a,b,c")
+    if len(set(tasks)) != len(tasks):
+        raise InvalidInput(f"a task appears twice in --tasks {','.join(tasks)}")
+    with catalog.session() as s:
+        rows = {}
+        unknown = []
+        for t in tasks:
+            try:
+                rows[t] = get_task(s, t)
+            except Exception:
+                unknown.append(t)
+        if unknown:
+            raise InvalidInput(f"unknown task(s): {', '.join(unknown)}", hint="`hicl tasks` lists them; `hicl add-task` adds one")
+    for t, row in rows.items():
+        gone = missing_images(row)
+        if gone:
+            raise InvalidInput(f"task {t!r}: image(s) went missing since add-task, e.g. {gone[0]}",
+                               hint="restore the images or add the task again")
+    base_path = Path(base).expanduser()
+    if base_path.exists():
+        if not (base_path / "config.json").is_file():
+            raise InvalidInput(f"base model folder {base_path} has no config.json",
+                               hint="pass a folder saved with save_pretrained, or a hub id")
+        base = str(base_path.resolve())
+    elif base.startswith((".", "/", "~")) or base.count("/") > 1:
+        raise InvalidInput(f"base model {base!r} is neither an existing folder nor a hub id",
+                           hint="pass a local model folder or a hub id such as llava-hf/llava-1.5-7b-hf")
+    _check_config(config, base)
+    stages = get_method(method, config.get("method_options")).plan(tasks)
+    with catalog.session() as s:
+        return create_run(s, name=name or f"{method}:{','.join(tasks)}", method=method, base_model=base,
+                          task_order=tasks, stages=stages, config=config)
+
+
+def _check_config(config: dict, base: str) -> None:
+    """Build the engine's config records now, so a bad value fails before anything is recorded."""
+    from ..engine.config import EvalConfig, ModelConfig, TrainConfig, from_dict
+    from ..engine.errors import EngineError
+
+    try:
+        from_dict(TrainConfig, config.get("train"))
+        from_dict(EvalConfig, config.get("eval"))
+        from_dict(ModelConfig, {"base": base, **config.get("model", {})})
+    except EngineError as exc:
+        raise InvalidInput(str(exc), hint=exc.hint) from None
