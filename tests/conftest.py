@@ -1,4 +1,5 @@
-"""Shared fixtures: an isolated workspace per test and a CLI runner bound to it."""
+"""Shared fixtures: an isolated workspace per test and a CLI runner bound to it; the session-wide
+tiny model and tasks of `engine_fixtures` come in as a plugin, so tests take them by name."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+pytest_plugins = ["engine_fixtures"]
 
 
 @pytest.fixture

@@ -116,8 +116,8 @@ def quick_lora(base_dir: Path, records: list[dict], steps: int, seed: int = 0, *
     """Load the base, wrap a fresh LoRA and train it `steps` steps; returns (loaded, model)."""
     import torch
 
-    from hicl_app.engine.modeling.adapters import new_lora
     from hicl_app.engine.config import ModelConfig, TrainConfig
+    from hicl_app.engine.modeling.adapters import new_lora
     from hicl_app.engine.modeling.models import load_base
     from hicl_app.engine.train.loop import train
 
@@ -128,3 +128,18 @@ def quick_lora(base_dir: Path, records: list[dict], steps: int, seed: int = 0, *
     train(model, loaded.processor, records, cfg, device=loaded.device, dtype=loaded.dtype,
           checkpoint_dir=None, fingerprint={})
     return loaded, model
+
+
+def add_tasks_by_cli(cli, tmp_path: Path, tasks: dict, names=("color", "bg", "tone")) -> None:
+    """Add the fixture's tasks through `hicl add-task` (VQA format, images by absolute path)."""
+    for name in names:
+        t = tasks[name]
+        root = Path(read_jsonl(t.train_path)[0]["image"]).parent
+        files = {}
+        for split, path in (("train", t.train_path), ("test", t.test_path)):
+            recs = [{"id": r["id"], "image": r["image"], "question": r["question"], "answer": r["answer"]}
+                    for r in read_jsonl(path)]
+            files[split] = write_jsonl(tmp_path / f"{name}-{split}.jsonl", recs)
+        res = cli("add-task", files["train"], "--test", files["test"], "--images", root, "--name", name,
+                  "--scorer", "exact")
+        assert res.exit_code == 0, res.output

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import write_images, write_jsonl
+
 from hicl_app.errors import EXIT_CONFLICT, EXIT_INVALID_INPUT
 
 

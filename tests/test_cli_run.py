@@ -8,25 +8,9 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from engine_fixtures import cl_tasks, read_jsonl, tiny_base_dir  # noqa: F401
+from engine_fixtures import add_tasks_by_cli
 
 from hicl_app.fsio import sha256_file
-
-
-def _add(cli, tmp_path: Path, cl_tasks, names=("color", "bg", "tone")) -> None:
-    """Add the engine fixture's tasks through `hicl add-task` (VQA format, images by absolute path)."""
-    for name in names:
-        t = cl_tasks[name]
-        root = Path(read_jsonl(t.train_path)[0]["image"]).parent
-        files = {}
-        for split, path in (("train", t.train_path), ("test", t.test_path)):
-            recs = [{"id": r["id"], "image": r["image"], "question": r["question"], "answer": r["answer"]}
-                    for r in read_jsonl(path)]
-            files[split] = tmp_path / f"{name}-{split}.jsonl"
-            files[split].write_text("".join(json.dumps(r) + "\n" for r in recs))
-        res = cli("add-task", files["train"], "--test", files["test"], "--images", root, "--name", name,
-                  "--scorer", "exact")
-        assert res.exit_code == 0, res.output
 
 
 def _runs(home: Path) -> int:
@@ -35,7 +19,7 @@ def _runs(home: Path) -> int:
 
 
 def test_seq_lora_run_fills_the_matrix_and_forgets(cli, home, tmp_path, cl_tasks, tiny_base_dir):
-    _add(cli, tmp_path, cl_tasks)
+    add_tasks_by_cli(cli, tmp_path, cl_tasks)
     res = cli("run", "start", "--method", "seq-lora", "--tasks", "color,bg,tone", "--base", tiny_base_dir,
               "--max-steps", "60", "--lr", "1e-3", "--checkpoint-every", "30", "--wait", "--json")
     assert res.exit_code == 0, res.output
@@ -63,7 +47,7 @@ def test_seq_lora_run_fills_the_matrix_and_forgets(cli, home, tmp_path, cl_tasks
         points = conn.execute("SELECT count(*) FROM curve_points WHERE run_id=? AND name='loss'", (run_id,)).fetchone()[0]
         preds = conn.execute("SELECT predictions_path FROM scores WHERE run_id=?", (run_id,)).fetchall()
     assert points >= 3 * 60 * 0.9
-    assert len(preds) == 6 and all(Path(p).is_file() for (p,) in preds)
+    assert len(preds) == 6 and all((home / p).is_file() for (p,) in preds)  # stored workspace-relative
 
 
 @pytest.mark.parametrize("args, message", [
@@ -73,7 +57,7 @@ def test_seq_lora_run_fills_the_matrix_and_forgets(cli, home, tmp_path, cl_tasks
     (["--method", "seq-lora", "--tasks", "color", "--rank", "0"], "rank must be >= 1"),
 ])
 def test_bad_run_input_records_nothing(cli, home, tmp_path, cl_tasks, tiny_base_dir, args, message):
-    _add(cli, tmp_path, cl_tasks, names=("color",))
+    add_tasks_by_cli(cli, tmp_path, cl_tasks, names=("color",))
     res = cli("run", "start", *args, "--base", tiny_base_dir)
     assert res.exit_code == 3, res.output
     assert message in res.stderr
@@ -81,7 +65,7 @@ def test_bad_run_input_records_nothing(cli, home, tmp_path, cl_tasks, tiny_base_
 
 
 def test_missing_base_folder_or_images(cli, home, tmp_path, cl_tasks, tiny_base_dir):
-    _add(cli, tmp_path, cl_tasks, names=("color",))
+    add_tasks_by_cli(cli, tmp_path, cl_tasks, names=("color",))
     empty = tmp_path / "not-a-model"
     empty.mkdir()
     res = cli("run", "start", "--method", "seq-lora", "--tasks", "color", "--base", empty)
@@ -101,7 +85,7 @@ def test_missing_base_folder_or_images(cli, home, tmp_path, cl_tasks, tiny_base_
 
 
 def test_base_that_does_not_load_fails_the_run_before_training(cli, home, tmp_path, cl_tasks):
-    _add(cli, tmp_path, cl_tasks, names=("color",))
+    add_tasks_by_cli(cli, tmp_path, cl_tasks, names=("color",))
     broken = tmp_path / "broken-model"
     broken.mkdir()
     (broken / "config.json").write_text('{"model_type": "llava", "text_config": {"hidden_size": "big"}}')

@@ -6,10 +6,10 @@ import pytest
 import torch
 from engine_fixtures import cl_tasks, quick_lora, tiny_base_dir  # noqa: F401  (session fixtures)
 
-from hicl_app.engine.modeling.adapters import lora_module_names, new_lora, save_adapter
 from hicl_app.engine.config import ModelConfig, TrainConfig
 from hicl_app.engine.data.encoding import Encoder, collate
 from hicl_app.engine.errors import EngineError
+from hicl_app.engine.modeling.adapters import lora_module_names, new_lora, save_adapter
 from hicl_app.engine.modeling.models import load_base, lora_target_regex
 from hicl_app.taskfile import load_records
 

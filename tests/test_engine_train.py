@@ -8,11 +8,11 @@ import pytest
 import torch
 from engine_fixtures import cl_tasks, tiny_base_dir  # noqa: F401  (session fixtures)
 
-from hicl_app.engine.train.checkpoint import latest_checkpoint
 from hicl_app.engine.config import ModelConfig, TrainConfig
 from hicl_app.engine.data.encoding import IGNORE_INDEX, Encoder, collate
 from hicl_app.engine.errors import EngineError, Stopped
 from hicl_app.engine.modeling.models import load_base
+from hicl_app.engine.train.checkpoint import latest_checkpoint
 from hicl_app.taskfile import load_records
 
 

@@ -12,9 +12,10 @@ from hicl_app.engine.config import EvalConfig, ModelConfig, TrainConfig
 from hicl_app.engine.data.encoding import Encoder, collate
 from hicl_app.engine.errors import EngineError
 from hicl_app.engine.eval.generate import generate_answers
+from hicl_app.engine.methods import get_method
+from hicl_app.engine.methods.base import StageContext
 from hicl_app.engine.methods.hide.model import handle_of
 from hicl_app.engine.methods.hide.state import load_state
-from hicl_app.engine.methods import get_method
 from hicl_app.engine.modeling.models import load_base
 from hicl_app.engine.pipeline import StageSpec, run_stage
 from hicl_app.engine.train.loop import train
@@ -57,11 +58,11 @@ def two_stages(tiny_base_dir, cl_tasks, tmp_path_factory):
     method = get_method("hide")
     loaded = load_base(spec.model)
     torch.manual_seed(0)
-    model = method.prepare(loaded.model, spec)
+    model = method.prepare(loaded.model, StageContext(spec, loaded.processor, loaded.device, loaded.dtype))
     train(model, loaded.processor, read_jsonl(cl_tasks["bg"].train_path), spec.train, device=loaded.device,
           dtype=loaded.dtype, checkpoint_dir=None, fingerprint={})
-    files = method.save(model, spec)
-    net = method.eval_model(model, spec)
+    files = method.save(model, StageContext(spec, loaded.processor, loaded.device, loaded.dtype))
+    net = method.eval_model(model, StageContext(spec, loaded.processor, loaded.device, loaded.dtype))
     batch = _batch(loaded.processor, _mixed_test_records(cl_tasks))
     with torch.no_grad():
         logits = net(**batch).logits
@@ -188,10 +189,10 @@ def test_top1_routing_runs_each_sample_on_its_highest_weight_expert_alone(two_st
                 state.fixed = torch.nn.functional.one_hot(picked[i], 2).float()
                 assert torch.allclose(got[i], soft(**_batch(processor, [record])).logits[0, -1], atol=1e-4)
                 state.fixed = None
-    with pytest.raises(EngineError, match="unknown routing"):
+    with pytest.raises(EngineError, match="routing='top2' must be one of soft, top1"):
         get_method("hide", {"routing": "top2"})
-    with pytest.raises(EngineError, match="merge_top1 must be true or false"):
-        get_method("hide", {"merge_top1": "yes"})
+    with pytest.raises(EngineError, match=r"merge_top1='sometimes' must be true or false"):
+        get_method("hide", {"merge_top1": "sometimes"})
 
 
 def test_top1_generation_of_a_mixed_batch_runs_each_expert_merged_and_answers_as_one_by_one(two_stages, tiny_base_dir, cl_tasks):
@@ -243,7 +244,7 @@ def test_a_later_stage_without_the_previous_state_fails_before_training(tiny_bas
     spec = _spec(tiny_base_dir, cl_tasks, tmp_path, 1, tmp_path / "missing")
     loaded = load_base(spec.model)
     with pytest.raises(EngineError, match="needs the HiDe state of the previous stage"):
-        get_method("hide").prepare(loaded.model, spec)
+        get_method("hide").prepare(loaded.model, StageContext(spec, loaded.processor, loaded.device, loaded.dtype))
 
 
 def test_benchmark_helpers_count_parameters_and_time_both_models(two_stages, tiny_base_dir, cl_tasks):
@@ -268,8 +269,8 @@ def test_expert_rank_keeps_each_expert_truncated_and_the_adapter_at_the_trained_
     import shutil
 
     from hicl_app.bench.hide_model import param_report
-    from hicl_app.engine.methods.hide.experts import truncate
     from hicl_app.engine.methods.hide.state import save_state
+    from hicl_app.engine.modeling.lora_factors import truncate
 
     # the same first stage with expert_rank=2: the trained expert is the fixture's, truncated
     run_stage(_spec(tiny_base_dir, cl_tasks, tmp_path, 0, None, expert_rank=2))

@@ -12,10 +12,11 @@ from hicl_app.engine.config import EvalConfig, ModelConfig, TrainConfig
 from hicl_app.engine.data.encoding import Encoder, collate
 from hicl_app.engine.errors import EngineError
 from hicl_app.engine.eval.generate import generate_answers
+from hicl_app.engine.methods import get_method
+from hicl_app.engine.methods.base import StageContext
 from hicl_app.engine.methods.hide.model import handle_of
 from hicl_app.engine.methods.hide.routing import ClipEncoder
 from hicl_app.engine.methods.hide.state import load_state
-from hicl_app.engine.methods import get_method
 from hicl_app.engine.modeling.models import load_base
 from hicl_app.engine.pipeline import StageSpec
 from hicl_app.engine.train.loop import train
@@ -58,10 +59,10 @@ def clip_run(tiny_base_dir, cl_tasks, tmp_path_factory):
                          train=TrainConfig(max_steps=2, checkpoint_every=0), eval=EvalConfig(),
                          stage_dir=root / f"stage-{index}", prev_stage_dir=prev, checkpoint_dir=root / "ckpt")
         loaded = load_base(spec.model)
-        model = method.prepare(loaded.model, spec)
+        model = method.prepare(loaded.model, StageContext(spec, loaded.processor, loaded.device, loaded.dtype))
         train(model, loaded.processor, read_jsonl(cl_tasks[name].train_path), spec.train, device=loaded.device,
               dtype=loaded.dtype, checkpoint_dir=None, fingerprint={})
-        method.save(model, spec)
+        method.save(model, StageContext(spec, loaded.processor, loaded.device, loaded.dtype))
         prev = spec.stage_dir
     return {"root": root, "clip": clip, "options": options}
 

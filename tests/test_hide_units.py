@@ -7,11 +7,13 @@ import torch
 from torch import nn
 
 from hicl_app.engine.errors import EngineError
-from hicl_app.engine.methods.hide.experts import Expert, RoutingState, attach_routed, truncate
+from hicl_app.engine.methods import get_method
+from hicl_app.engine.methods.hide.experts import RoutingState, attach_routed
 from hicl_app.engine.methods.hide.fusion import attach_fused, fused_delta, merge_into, ties_merge
 from hicl_app.engine.methods.hide.model import resolve_expand
-from hicl_app.engine.methods.hide.options import DEFAULTS, validate
+from hicl_app.engine.methods.hide.options import HideOptions
 from hicl_app.engine.methods.hide.routing import route
+from hicl_app.engine.modeling.lora_factors import Expert, truncate
 
 
 def _g(seed):
@@ -135,17 +137,18 @@ def test_merged_and_per_forward_fusion_give_the_same_outputs(fusion):
 # ---------------------------------------------------------------- options
 
 def test_options_are_validated():
-    validate(dict(DEFAULTS))
-    for key, value, message in [("tau", 0, "tau must be > 0"), ("fusion", "avg", "unknown fusion"),
-                                ("expand", "top,1", "expand must be"), ("cka_kernel", "poly", "unknown CKA kernel"),
-                                ("merge_fused", "yes", "merge_fused"), ("probe_samples", 1, "probe_samples"),
+    assert get_method("hide").options == HideOptions()
+    assert get_method("hide", {"expert_rank": "2", "merge_fused": "false"}).options.expert_rank == 2  # CLI text
+    for key, value, message in [("tau", 0, "tau must be > 0"), ("fusion", "avg", "one of sum, mean-delta, ties"),
+                                ("expand", "top,1", "expand must be"), ("cka_kernel", "poly", "one of linear, rbf"),
+                                ("merge_fused", "maybe", "true or false"), ("probe_samples", 1, "probe_samples"),
                                 ("router_encoder", "/no/such/folder", "no config.json"),
-                                ("expert_rank", -1, "expert_rank must be >= 0"), ("expert_rank", "2", "integer")]:
+                                ("expert_rank", -1, "expert_rank must be >= 0"), ("expert_rank", 2.5, "integer")]:
         with pytest.raises(EngineError, match=message):
-            validate({**DEFAULTS, key: value})
+            get_method("hide", {key: value})
 
     with pytest.raises(EngineError, match="expert_init=previous"):
-        validate({**DEFAULTS, "expert_rank": 2, "expert_init": "previous"})
+        get_method("hide", {"expert_rank": 2, "expert_init": "previous"})
 
 
 def test_truncate_keeps_the_best_rank_k_approximation_of_each_delta():
@@ -176,7 +179,7 @@ def test_expand_resolution():
 def test_an_expert_round_trips_through_peft_and_seeds_a_new_lora():
     from peft import LoraConfig, get_peft_model
 
-    from hicl_app.engine.methods.hide.experts import copy_into, from_peft
+    from hicl_app.engine.modeling.lora_factors import copy_into, from_peft
 
     torch.manual_seed(0)
     trained = get_peft_model(Net(), LoraConfig(r=2, lora_alpha=4, target_modules=["lin"]))

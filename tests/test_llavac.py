@@ -12,6 +12,8 @@ from safetensors.torch import load_file
 from hicl_app.engine.config import EvalConfig, ModelConfig, TrainConfig
 from hicl_app.engine.errors import EngineError, Stopped
 from hicl_app.engine.methods import get_method
+from hicl_app.engine.methods.base import StageContext
+from hicl_app.engine.methods.options import specs
 from hicl_app.engine.pipeline import StageSpec, run_eval, run_stage
 
 ORDER = ["color", "bg"]
@@ -41,14 +43,16 @@ def test_options_are_checked_and_named():
     m = get_method("llava-c")
     assert m.plan(["a", "b"]) == [["a"], ["b"]] and m.needs_tasks() == [] and m.sac_rank(8) == 16
     m = get_method("llava-c", {"sac": False, "uir_weight": 0, "sac_rank": 5, "pretrain_task": "caps"})
-    assert m.options["sac"] == "off" and not m.uir_active and m.sac_rank(8) == 5 and m.needs_tasks() == ["caps"]
-    for bad, match in [({"sac": "maybe"}, "on or off"), ({"sac_gamma": -1}, ">= 0"), ({"uir_distance": "l1"}, "mse or cos"),
+    assert m.options.sac is False and not m.uir_active and m.sac_rank(8) == 5 and m.needs_tasks() == ["caps"]
+    assert get_method("llava-c", {"sac": "off", "uir": "on"}).options.sac is False  # the CLI's words
+    for bad, match in [({"sac": "maybe"}, "true or false"), ({"sac_gamma": -1}, ">= 0"),
+                       ({"uir_distance": "l1"}, "one of mse, cos"),
                        ({"uir_batch": 0}, ">= 1"), ({"sac_rank": 2.5}, "integer"), ({"uir_weight": "x"}, "number"),
                        ({"pretrain_lr": 0}, "> 0"), ({"sac_gama": 1}, "unknown option"),
-                       ({"sac_overlap": "cosine"}, "projection or aligned")]:
+                       ({"sac_overlap": "cosine"}, "one of projection, aligned")]:
         with pytest.raises(EngineError, match=match):
             get_method("llava-c", bad)
-    assert set(m.option_help) == set(m.defaults)
+    assert all(spec.help for spec in specs(m.Options))
 
 
 def test_two_stages_consolidate_and_the_saved_stage_answers_the_same(tiny_base_dir, cl_tasks, tmp_path):
@@ -82,16 +86,16 @@ def test_two_stages_consolidate_and_the_saved_stage_answers_the_same(tiny_base_d
     # and gives the same logits as the evaluation model built right after training
     method = get_method("llava-c", options)
     loaded = load_base(second.model)
-    model = method.prepare(loaded.model, second)
+    model = method.prepare(loaded.model, StageContext(second, loaded.processor, loaded.device, loaded.dtype))
     records = load_records(cl_tasks["bg"].train_path)
     train(model, loaded.processor, records[:32], TrainConfig(max_steps=3, lr=1e-3, rank=4, alpha=8),
           device=loaded.device, dtype=loaded.dtype, checkpoint_dir=None, fingerprint={},
           extra_loss=method.extra_loss)
     redo = tmp_path / "redo"
     spec = _spec(tiny_base_dir, cl_tasks, redo, 1, options, prev=first.stage_dir)
-    method.save(model, spec)
+    method.save(model, StageContext(spec, loaded.processor, loaded.device, loaded.dtype))
     probe = load_records(cl_tasks["color"].test_path)[:6]
-    live = _probe_logits(method.eval_model(model, spec), loaded, probe)
+    live = _probe_logits(method.eval_model(model, StageContext(spec, loaded.processor, loaded.device, loaded.dtype)), loaded, probe)
     fresh = load_base(second.model)
     rebuilt = _probe_logits(get_method("llava-c", options).load(fresh.model, spec.stage_dir), fresh, probe)
     assert torch.allclose(live, rebuilt, atol=1e-5, rtol=0)
@@ -121,8 +125,8 @@ def test_resume_with_uir_follows_the_same_trajectory(tiny_base_dir, cl_tasks, tm
 
 
 def test_pretraining_tunes_only_the_projector_and_sac_off_adds(tiny_base_dir, cl_tasks, tmp_path):
-    from hicl_app.engine.modeling.models import load_base
     from hicl_app.engine.methods.llava_c.projector import projector_state
+    from hicl_app.engine.modeling.models import load_base
 
     options = {"pretrain_task": "tone", "pretrain_steps": 4, "sac": "off", "uir": "off"}
     with pytest.raises(EngineError, match="pretrain_task 'tone'"):

@@ -53,7 +53,8 @@ def test_run_show_and_metrics_report_general_retention(cli, home):
 
 
 def test_demo_variants_parse_and_bad_ones_fail_before_anything_is_made(home):
-    from hicl_app.builtin.demo import DemoConfig, parse_variant, run_demo, split_methods
+    from hicl_app.builtin.demo import DemoConfig, run_demo
+    from hicl_app.services.method_options import parse_variant, split_methods
 
     assert split_methods("seq-lora, hide:expand=0,3,-1,joint") == ("seq-lora", "hide:expand=0,3,-1", "joint")
     assert split_methods("hide:expand=2,3:routing=top1,llava-c") == ("hide:expand=2,3:routing=top1", "llava-c")
@@ -65,7 +66,7 @@ def test_demo_variants_parse_and_bad_ones_fail_before_anything_is_made(home):
     with pytest.raises(InvalidInput, match="bad method variant"):
         parse_variant("llava-c:sac")
     catalog = open_catalog(home)
-    for methods, match in [(("llava-c:sac=maybe",), "on or off"), (("seq-lora:sac=off",), "unknown option"),
+    for methods, match in [(("llava-c:sac=maybe",), "true or false"), (("seq-lora:sac=off",), "unknown option"),
                            (("nope:x=1",), "unknown method")]:
         with pytest.raises(InvalidInput, match=match):
             run_demo(catalog, DemoConfig.quick(methods=methods), log=lambda msg: None)

@@ -21,18 +21,24 @@ import uuid
 from pathlib import Path
 
 import pytest
+from test_queue import (  # noqa: F401  (collected here again, with the PostgreSQL `cat` below)
+    test_a_worker_that_lost_its_lease_can_write_nothing,
+    test_busy_database_errors_are_retried_others_are_not,
+    test_cancel_queued_at_once_running_on_request_and_dead_worker_ends_cancelled,
+    test_concurrent_claims_never_share_a_job,
+    test_dead_local_owner_is_requeued_at_once_live_one_is_not,
+    test_expired_lease_is_requeued_then_failed_after_max_attempts,
+    test_failure_fails_run_and_cancels_later_stages,
+    test_heartbeat_extends_only_own_lease,
+    test_jobs_of_no_run_and_listing,
+    test_release_gives_the_job_back_without_counting_an_attempt,
+    test_retry_and_resume,
+    test_stages_claimed_in_order_only_after_predecessor,
+)
+from test_worker_drain import drain
 
 from hicl_app.catalog.db import Catalog
 from hicl_app.settings import Settings
-
-from test_queue import (  # noqa: F401  (collected here again, with the PostgreSQL `cat` below)
-    test_busy_database_errors_are_retried_others_are_not, test_cancel_queued_at_once_running_on_request_and_dead_worker_ends_cancelled,
-    test_concurrent_claims_never_share_a_job, test_dead_local_owner_is_requeued_at_once_live_one_is_not,
-    test_expired_lease_is_requeued_then_failed_after_max_attempts, test_failure_fails_run_and_cancels_later_stages,
-    test_a_worker_that_lost_its_lease_can_write_nothing, test_heartbeat_extends_only_own_lease,
-    test_jobs_of_no_run_and_listing, test_release_gives_the_job_back_without_counting_an_attempt,
-    test_retry_and_resume, test_stages_claimed_in_order_only_after_predecessor)
-from test_worker_drain import drain
 
 
 def _free_port() -> int:

@@ -13,7 +13,6 @@ import socket
 from pathlib import Path
 
 import pytest
-
 from hub_server import FakeHub
 
 TOKEN = "hf_alice_SECRET_token_0123456789"
@@ -78,7 +77,7 @@ def save_stage(base_dir: Path, stage_dir: Path, seed: int) -> dict[str, str]:
 def run_id(home, tiny_base) -> int:
     """A completed two-stage seq-lora run with adapters, method state and a full accuracy matrix."""
     from hicl_app.catalog.db import Catalog
-    from hicl_app.catalog.models import Adapter, Run, Stage, Task
+    from hicl_app.catalog.models import Adapter, Run, Task
     from hicl_app.catalog.runs import create_run, stages_of, upsert_score
     from hicl_app.settings import Settings
 

@@ -3,13 +3,12 @@ catalog functions the CLI uses, with the same validation and error reports."""
 
 import pytest
 from sqlmodel import select
-from tui_support import (FakeEngine, add_tasks, async_test, cell_texts, fake_base, open_catalog, settle,
-                         start_worker, wait_for)
+from tui_support import FakeEngine, add_tasks, async_test, cell_texts, fake_base, open_catalog, settle, start_worker, wait_for
 
 from hicl_app.catalog import queue
-from hicl_app.services.launch import start_run
 from hicl_app.catalog.models import Job, Run, Stage, Task
 from hicl_app.errors import Conflict
+from hicl_app.services.launch import start_run
 from hicl_app.tui.app import HiclApp
 from hicl_app.tui.forms import run_config
 from hicl_app.tui.screens.add_task import AddTaskScreen

@@ -2,12 +2,11 @@
 whose (real) worker writes the catalog while the app watches."""
 
 import pytest
-from tui_support import (FakeEngine, add_tasks, async_test, cell_texts, fake_base, open_catalog, settle,
-                         start_worker, wait_for)
+from tui_support import FakeEngine, add_tasks, async_test, cell_texts, fake_base, open_catalog, settle, start_worker, wait_for
 
+from hicl_app.bench.tui_paint import populate
 from hicl_app.services.launch import start_run
 from hicl_app.tui.app import HiclApp
-from hicl_app.bench.tui_paint import populate
 from hicl_app.tui.forms import run_config
 from hicl_app.tui.prefs import load_prefs
 from hicl_app.tui.screens.compare import CompareScreen

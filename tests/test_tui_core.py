@@ -8,12 +8,12 @@ import sys
 import pytest
 from tui_support import open_catalog
 
+from hicl_app.bench.tui_paint import populate
 from hicl_app.catalog import dashboard as board
 from hicl_app.catalog.report import run_summary
 from hicl_app.catalog.runs import list_runs
 from hicl_app.errors import InvalidInput
 from hicl_app.tui import chart, data, forms, prefs
-from hicl_app.bench.tui_paint import populate
 
 
 @pytest.fixture

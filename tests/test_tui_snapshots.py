@@ -7,8 +7,8 @@ and look at the SVGs under tests/__snapshots__/ before committing them.
 import pytest
 from tui_support import open_catalog, settle
 
-from hicl_app.tui.app import HiclApp
 from hicl_app.bench.tui_paint import populate
+from hicl_app.tui.app import HiclApp
 
 
 @pytest.fixture

@@ -7,8 +7,16 @@ import torch
 from engine_fixtures import cl_tasks, tiny_base_dir  # noqa: F401  (session fixtures)
 
 from hicl_app.engine.config import ModelConfig, TrainConfig
+from hicl_app.engine.methods.llava_c.uir import (
+    GENERAL_INQUIRIES,
+    MAX_TASK_INQUIRIES,
+    encode_inquiries,
+    feature_distance,
+    pick,
+    task_instructions,
+    uir_loss,
+)
 from hicl_app.engine.modeling.models import load_base
-from hicl_app.engine.methods.llava_c.uir import GENERAL_INQUIRIES, MAX_TASK_INQUIRIES, encode_inquiries, feature_distance, pick, task_instructions, uir_loss
 from hicl_app.taskfile import load_records
 
 

@@ -74,8 +74,8 @@ def test_pretraining_teaches_the_tower_and_touches_nothing_else(fresh_base):
 
 
 def test_bad_labels_are_refused(fresh_base):
-    from hicl_app.engine.errors import EngineError
     from hicl_app.builtin.vision_pretrain import pretrain_vision
+    from hicl_app.engine.errors import EngineError
 
     image = render(pretrain_sample(0, 0)[0], 64)
     with pytest.raises(EngineError, match="one label per image"):
@@ -83,8 +83,8 @@ def test_bad_labels_are_refused(fresh_base):
 
 
 def test_held_out_images_are_scored_and_never_trained_on(fresh_base):
-    from hicl_app.engine.errors import EngineError
     from hicl_app.builtin.vision_pretrain import pretrain_vision
+    from hicl_app.engine.errors import EngineError
 
     scenes = [pretrain_sample(2, i)[0] for i in range(96)]
     images = [render(s, 64) for s in scenes]

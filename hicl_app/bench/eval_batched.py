@@ -47,9 +47,9 @@ def one_by_one(model: Any, processor: Any, records: list[dict], max_new_tokens: 
 
 
 def run(workload) -> Result:
-    from ..engine.modeling.adapters import new_lora
     from ..engine.config import EvalConfig, TrainConfig
     from ..engine.eval.generate import generate_answers
+    from ..engine.modeling.adapters import new_lora
 
     loaded = workload.load()
     model = new_lora(loaded.model, TrainConfig())  # evaluated as after a stage: through PEFT

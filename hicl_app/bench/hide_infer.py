@@ -34,11 +34,12 @@ def run(workload) -> Result:
 
     if "hide" not in method_names():
         return skipped(NAME, MEASURES, "method hide is not registered", f"<= {TARGET:g}x")
-    from ..engine.modeling.adapters import load_lora
     from ..engine.config import EvalConfig
-    from .hide_model import param_report
     from ..engine.methods import get_method
+    from ..engine.methods.options import to_json
+    from ..engine.modeling.adapters import load_lora
     from ..engine.modeling.models import decoder_layers
+    from .hide_model import param_report
 
     stage_dir = workload.hide_run()
     records = workload.records("test")
@@ -76,7 +77,7 @@ def run(workload) -> Result:
                          for v in variants.values()))
     return Result(NAME, MEASURES, f"{n / times['hide']:.1f} samples/s", f"{n / times['merged-lora']:.1f} samples/s",
                   figure, "ratio", f"<= {TARGET:g}x", figure <= TARGET, check, None,
-                  {"samples": n, "forward_seconds": times, "generate_seconds": gen, "options": method.options, "params": params,
+                  {"samples": n, "forward_seconds": times, "generate_seconds": gen, "options": to_json(method.options), "params": params,
                    "variants": variants})
 
 

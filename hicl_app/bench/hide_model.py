@@ -17,9 +17,9 @@ from torch import nn
 
 from ..engine.config import EvalConfig, ModelConfig
 from ..engine.eval.generate import generate_answers
-from ..engine.modeling.models import LoadedModel, load_base
 from ..engine.methods.hide.model import handle_of
 from ..engine.methods.hide.state import load_state
+from ..engine.modeling.models import LoadedModel, load_base
 
 
 def _model_config(base: str | ModelConfig) -> ModelConfig:

@@ -8,7 +8,6 @@ catalog. Everything is cached in the workspace, so a second demo skips the prepa
 from __future__ import annotations
 
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,16 +15,16 @@ from typing import Callable
 
 from ..catalog.db import Catalog
 from ..errors import Conflict, InvalidInput
+from ..services.method_options import check_method, parse_variant
+from ..services.run_config import run_config
 from .tinybase import BaseRecipe
 
 #: What `hicl demo` compares: the two baselines and each method once, in the configuration the
-#: README's results table measured best on this benchmark (a `:key=value` label changes one
-#: option; see `parse_variant`): hide with its experts kept where CKA says the layers differ (all
-#: four of the tiny model's), top-1 routing and each expert kept at rank 2 (1.5x one adapter for six
-#: tasks, the accuracy of rank 8), llava-c with the aligned SAC overlap and a UIR weight of 0.1 (the
-#: one configuration that beat seq-lora on Last and General on both seeds measured). One run each
-#: keeps the demo within five minutes on two CPU cores; `--methods` runs the methods' defaults
-#: (`hide`, `llava-c`) or any other variant.
+#: README's results choose for this benchmark (a `:key=value` label changes one option; see
+#: `services.method_options.parse_variant`): hide with its experts kept where CKA says the layers
+#: differ, top-1 routing and each expert compressed to rank 2; llava-c with the aligned SAC overlap
+#: and a UIR weight of 0.1. `--methods` runs the methods' defaults (`hide`, `llava-c`) or any other
+#: variant.
 DEFAULT_METHODS = ("seq-lora", "joint", "hide:expand=auto:routing=top1:expert_rank=2",
                    "llava-c:sac_overlap=aligned:uir_weight=0.1")
 
@@ -45,14 +44,14 @@ class DemoConfig:
     test: int = 50
     seed: int = 0
     methods: tuple[str, ...] = DEFAULT_METHODS
-    #: 60 learnt only each task's answer format (a constant answer); 250 learn the tasks alone to
-    #: 44-98% (README: each task alone) within the five minutes
+    #: fewer steps learn only each task's answer format (a constant answer); the README's "each
+    #: task alone" table shows what these steps reach
     steps_per_task: int = 250
     batch_size: int = 8
-    lr: float = 3e-3  # at 1e-3 a fresh LoRA still answers in the base's style after 60 steps (count: 2%)
+    lr: float = 3e-3  # lower, a fresh LoRA still answers in the base's style after these steps
     rank: int = 8
-    #: LoRA dropout: 0 here, where a stage sees its 250 samples a few times and the dropout masks
-    #: cost a quarter of each step on a CPU
+    #: LoRA dropout: 0 here, where a stage sees its samples a few times and the dropout masks are a
+    #: large part of each step's cost on a CPU
     dropout: float = 0.0
     max_new_tokens: int = 12
     base_steps: int = BaseRecipe.steps
@@ -124,14 +123,15 @@ def _add_tasks(catalog: Catalog, folder: Path, manifest: dict, log: Log) -> list
 
 def run_demo(catalog: Catalog, cfg: DemoConfig, log: Log, on_progress=None) -> dict:
     """Prepare everything, run each method to the end, and return the catalog's figures."""
-    from . import tinybase
     from ..engine.methods import method_names
+    from . import tinybase
 
     variants = {label: parse_variant(label) for label in cfg.methods}
     unknown = [m for m, _ in variants.values() if m not in method_names()]
     if unknown:
         raise InvalidInput(f"unknown method(s): {', '.join(unknown)}", hint=f"available: {', '.join(method_names())}")
-    _check_options(cfg, variants)
+    for label, (method, options) in variants.items():
+        check_method(method, {**cfg.extra_options.get(method, {}), **options}, what=f"method variant {label!r}: ")
     started = time.monotonic()
     folder, manifest = _benchmark(catalog, cfg, log)
     names = _add_tasks(catalog, folder, manifest, log)
@@ -164,51 +164,6 @@ def run_demo(catalog: Catalog, cfg: DemoConfig, log: Log, on_progress=None) -> d
             "wall_s": time.monotonic() - started}
 
 
-def split_methods(text: str) -> tuple[str, ...]:
-    """`seq-lora,hide:expand=0,3` -> ("seq-lora", "hide:expand=0,3"): the methods of `--methods`.
-
-    Commas separate methods, but a piece that starts with a layer index continues the option
-    value before it (no method name starts with a digit), so a list value such as `expand=0,3`
-    needs no quoting of its own, also with more options after it (`hide:expand=2,3:routing=top1`)."""
-    out: list[str] = []
-    for piece in (p.strip() for p in text.split(",")):
-        if out and "=" in out[-1] and re.fullmatch(r"-?\d+(:.*)?", piece):
-            out[-1] += "," + piece
-        elif piece:
-            out.append(piece)
-    return tuple(out)
-
-
-def parse_variant(label: str) -> tuple[str, dict]:
-    """`llava-c:sac=off:uir_weight=0` -> ("llava-c", {"sac": "off", "uir_weight": 0}): a method
-    with some options changed, so ablations run side by side. Values are JSON where they parse."""
-    import json
-
-    method, *pairs = label.split(":")
-    options = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise InvalidInput(f"bad method variant {label!r}", hint="write METHOD:KEY=VALUE[:KEY=VALUE], e.g. llava-c:sac=off")
-        try:
-            options[key.replace("-", "_")] = json.loads(value)
-        except json.JSONDecodeError:
-            options[key.replace("-", "_")] = value
-    return method.strip(), options
-
-
-def _check_options(cfg: DemoConfig, variants: dict[str, tuple[str, dict]]) -> None:
-    """Refuse a bad option before any run is recorded."""
-    from ..engine.errors import EngineError
-    from ..engine.methods import get_method
-
-    for label, (method, options) in variants.items():
-        try:
-            get_method(method, {**cfg.extra_options.get(method, {}), **options})
-        except EngineError as exc:
-            raise InvalidInput(f"method variant {label!r}: {exc}", hint=exc.hint) from None
-
-
 def _chance(tasks: list[str]) -> dict[str, float | None]:
     """The score of a uniform guess over a task's closed answer space (None for free text)."""
     from .synth.tasks import get_task
@@ -226,16 +181,12 @@ def _start_method(catalog: Catalog, cfg: DemoConfig, method: str, tasks: list[st
     from ..services.launch import start_run
 
     steps = cfg.steps_per_task * (len(tasks) if method == "joint" else 1)
-    config = {
-        "train": {"rank": cfg.rank, "alpha": 2 * cfg.rank, "lr": cfg.lr, "max_steps": steps, "dropout": cfg.dropout,
-                  "batch_size": cfg.batch_size, "seed": cfg.seed, "checkpoint_every": max(steps, 50),
-                  "warmup_ratio": 0.1},
-        "eval": {"batch_size": 64, "max_new_tokens": cfg.max_new_tokens},
-        "model": {"device": "cpu", "dtype": "float32"},
-        "method_options": {**cfg.extra_options.get(method, {}), **(options or {})},
-        "eval_all": False,
-        **({"general_task": general} if general else {}),
-    }
+    config = run_config(
+        train={"rank": cfg.rank, "lr": cfg.lr, "max_steps": steps, "dropout": cfg.dropout,
+               "batch_size": cfg.batch_size, "seed": cfg.seed, "checkpoint_every": max(steps, 50), "warmup_ratio": 0.1},
+        eval={"batch_size": 64, "max_new_tokens": cfg.max_new_tokens},
+        model={"device": "cpu", "dtype": "float32"},
+        method_options={**cfg.extra_options.get(method, {}), **(options or {})}, general_task=general)
     run = start_run(catalog, method=method, tasks=tasks, base=str(base), name=name or f"demo-{method}", config=config)
     log(f"run {run.id}: {method} over {' → '.join(tasks)}")
     return run

@@ -83,8 +83,7 @@ def build_tiny_base(out_dir: str | os.PathLike, seed: int = 0, corpus: list[str]
     corpus for training the tokenizer, so task words become single tokens.
     """
     import torch
-    from transformers import (CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration,
-                              LlavaProcessor)
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
     from transformers.utils import logging as hf_logging
 
     from ..engine.data.encoding import LLAVA_CHAT_TEMPLATE

@@ -17,8 +17,8 @@ from ..fsio import atomic_write_json
 
 RECIPE_FILE = "hicl-tiny-base.json"
 #: 2: the vision tower is pretrained on scene attributes first, then frozen; 3: on many distinct
-#: scenes (not the 1,500 captioned ones, which it memorised: 94% on them, 41% on new shapes) and
-#: on where the tallest and shortest bar stand
+#: scenes (not the captioned ones, which it memorised) and on where the tallest and shortest bar
+#: stand
 RECIPE_VERSION = 3
 
 
@@ -53,9 +53,9 @@ def is_built(out_dir: Path, recipe: BaseRecipe) -> bool:
 
 def build(out_dir: str | Path, recipe: BaseRecipe = BaseRecipe(), on_event=None) -> Path:
     """Build the tokenizer and model, pretrain on synthetic descriptions, save with a recipe marker."""
-    from .tiny import build_tiny_base, pretrain
-    from .synth import generate, vocabulary_corpus
     from ..taskfile import parse_task_file
+    from .synth import generate, vocabulary_corpus
+    from .tiny import build_tiny_base, pretrain
 
     out_dir = Path(out_dir)
     with tempfile.TemporaryDirectory(prefix="hicl-pretrain-") as tmp:
@@ -86,10 +86,10 @@ def _pretrain_vision(out_dir: Path, recipe: BaseRecipe, on_event=None) -> dict[s
     learns those images by heart instead of shapes and counts. Returns the accuracy of each
     attribute on held-out scenes, also sent to `on_event`.
     """
-    from .vision_pretrain import pretrain_vision
     from .synth.attributes import CLASSES, label_columns
     from .synth.images import render
     from .synth.tasks import random_scene, sample_rng
+    from .vision_pretrain import pretrain_vision
 
     n = recipe.vision_samples
     scenes = [random_scene(sample_rng(recipe.seed + 1000, "vision", i)) for i in range(n)]

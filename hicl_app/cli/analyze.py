@@ -92,8 +92,8 @@ def cka(app: AppContext, run_ref: str, layers: str | None, kernel: str, per_task
     """
     from ..catalog.cka import store_cka
     from ..catalog.runs import get_run
-    from ..engine.config import ModelConfig, from_dict
     from ..engine.analysis.run_cka import run_cka
+    from ..engine.config import ModelConfig, from_dict
 
     wanted = _parse_layers(layers)
     with app.catalog.session() as s:

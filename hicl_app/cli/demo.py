@@ -7,8 +7,8 @@ import time
 
 import click
 
-from ..settings import Settings
 from ..builtin.tinybase import BaseRecipe
+from ..settings import Settings
 from .context import AppContext, pass_app
 from .output import emit_json, fmt_num, info, table
 from .runs import _general_line
@@ -70,8 +70,9 @@ def _pretrain_progress(total: int):
 @pass_app
 def demo(app: AppContext, home, methods, n_tasks, seed, quick, ceilings, workers, as_json) -> None:
     """Run every method on the built-in benchmark and compare them (CPU, nothing downloaded)."""
+    from ..builtin.demo import DemoConfig, default_methods, run_demo
+    from ..services.method_options import split_methods
     from ..catalog.db import Catalog
-    from ..builtin.demo import DemoConfig, default_methods, run_demo, split_methods
 
     settings = Settings.resolve(home) if home else app.settings
     chosen = split_methods(methods) if methods else default_methods()

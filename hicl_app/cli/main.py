@@ -38,7 +38,7 @@ def cli(ctx: click.Context, home: str | None) -> None:
 
 
 def _register() -> None:
-    from . import analyze, bench, bench_data, demo, jobs, metrics, push, runs, tasks, tui, workspace, worker
+    from . import analyze, bench, bench_data, demo, jobs, metrics, push, runs, tasks, tui, worker, workspace
 
     for module in (workspace, tasks, runs, metrics, analyze, worker, jobs, bench_data, bench, demo, push, tui):
         for command in module.COMMANDS:

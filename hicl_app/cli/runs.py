@@ -6,54 +6,79 @@ import sys
 
 import click
 
+from ..engine.config import EvalConfig, TrainConfig
 from ..errors import InvalidInput
+from ..services.run_config import default, run_config
 from .context import AppContext, pass_app
 from .output import emit_json, fmt_num, info, table
 
+#: run-level option names of `run start`; a method option of the same name gets a `--METHOD-` prefix
+RUN_FLAGS = ("method", "tasks", "base", "name", "rank", "alpha", "lr", "epochs", "max_steps", "batch_size",
+             "grad_accum", "warmup_ratio", "seed", "checkpoint_every", "eval_batch_size", "max_new_tokens",
+             "eval_all", "device", "dtype", "option", "wait", "no_worker", "json")
+#: flag dest -> (option name, the methods that declare it)
+METHOD_FLAGS: dict[str, tuple[str, tuple[str, ...]]] = {}
 
-def _parse_options(pairs: tuple[str, ...]) -> dict:
-    """`-o key=value` method options; values parsed as JSON where they parse, else kept as text."""
-    import json
 
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise InvalidInput(f"bad method option {pair!r}", hint="write -o KEY=VALUE, e.g. -o fusion=sum")
-        try:
-            out[key.replace("-", "_")] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key.replace("-", "_")] = value
-    return out
+def _click_type(spec):
+    if spec.kind == "choice":
+        return click.Choice(spec.choices, case_sensitive=False)
+    return {"bool": click.BOOL, "int": click.INT, "float": click.FLOAT}.get(spec.kind, click.STRING)
 
 
 def method_flags(command):
-    """Add `--opt-name` for every option any registered method declares (see `Method.option_help`).
+    """Add a flag for every option of every registered method, generated from its options dataclass.
 
-    The flags default to None and only the ones given reach the method, which refuses options
-    it does not know, so `--fusion` with `--method seq-lora` is a clear error.
+    An option several methods declare with the same kind shares one flag (`--expert-rank`); one
+    whose name is a run-level flag, or that two methods declare differently, becomes
+    `--METHOD-NAME`. The flags default to None and only the ones given reach the method, so
+    `--fusion` with `--method seq-lora` is a clear error.
     """
     from ..engine.methods import METHODS
+    from ..engine.methods.options import specs
 
-    seen: dict[str, type] = {}
-    for cls in METHODS.values():
-        for key, default in cls.defaults.items():
-            if key not in seen:
-                seen[key] = cls
-    for key in reversed(list(seen)):
-        cls = seen[key]
-        default = cls.defaults[key]
-        kind = {bool: click.BOOL, int: click.INT, float: click.FLOAT}.get(type(default), click.STRING)
-        owners = ", ".join(c.name for c in METHODS.values() if key in c.defaults)
-        help_text = f"[{owners}] {cls.option_help.get(key, '')} (default {default!r})".replace("  ", " ")
-        command = click.option(f"--{key.replace('_', '-')}", f"mopt_{key}", type=kind, default=None,
-                               help=help_text)(command)
+    owners: dict[str, list[tuple[str, object]]] = {}
+    for name, cls in METHODS.items():
+        for spec in specs(cls.Options):
+            owners.setdefault(spec.name, []).append((name, spec))
+    flags = []
+    for key, declared in owners.items():
+        shared = key not in RUN_FLAGS and len({(s.kind, s.choices) for _, s in declared}) == 1
+        groups = [declared] if shared else [[d] for d in declared]
+        for group in groups:
+            methods = tuple(m for m, _ in group)
+            spec = group[0][1]
+            flag = key if shared else f"{methods[0]}_{key}"
+            dest = "mopt_" + flag.replace("-", "_")
+            METHOD_FLAGS[dest] = (key, methods)
+            help_text = f"[{', '.join(methods)}] {spec.help} (default {spec.default!r})".replace("  ", " ")
+            flags.append(click.option(f"--{flag.replace('_', '-')}", dest, type=_click_type(spec), default=None,
+                                      help=help_text))
+    for add in reversed(flags):
+        command = add(command)
     return command
 
 
-def _flag_options(kwargs: dict) -> dict:
-    return {k.removeprefix("mopt_"): kwargs.pop(k) for k in [k for k in kwargs if k.startswith("mopt_")]
-            if kwargs[k] is not None}
+def _flag_options(kwargs: dict, method: str) -> dict:
+    """The method options given as flags, refusing a flag of another method."""
+    out = {}
+    for dest in [k for k in kwargs if k.startswith("mopt_")]:
+        value = kwargs.pop(dest)
+        if value is None:
+            continue
+        key, methods = METHOD_FLAGS[dest]
+        if method not in methods:
+            flag = "--" + dest.removeprefix("mopt_").replace("_", "-")
+            raise InvalidInput(f"{flag} is an option of {', '.join(methods)}, not of {method}",
+                               hint=f"`hicl run methods {method}` lists {method}'s options")
+        out[key] = value
+    return out
+
+
+def _method_help() -> str:
+    from ..engine.methods import method_names
+
+    return f"One of {', '.join(method_names())} (`hicl run methods` describes them)."
 
 
 @click.group("run")
@@ -62,22 +87,23 @@ def run() -> None:
 
 
 @run.command("start")
-@click.option("--method", required=True, help="seq-lora | joint (see `hicl run methods`).")
+@click.option("--method", required=True, help=_method_help())
 @click.option("--tasks", "task_list", required=True, help="Comma-separated task names, in training order.")
 @click.option("--base", required=True, help="Base model: a local folder or a hub id (image-text-to-text).")
 @click.option("--name", help="A name for the run (default: method + tasks).")
-@click.option("--rank", type=int, default=8, show_default=True, help="LoRA rank.")
+@click.option("--rank", type=int, default=default(TrainConfig, "rank"), show_default=True, help="LoRA rank.")
 @click.option("--alpha", type=float, help="LoRA alpha (default 2 x rank).")
-@click.option("--lr", type=float, default=2e-4, show_default=True)
-@click.option("--epochs", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--lr", type=float, default=default(TrainConfig, "lr"), show_default=True)
+@click.option("--epochs", type=click.IntRange(1), default=default(TrainConfig, "epochs"), show_default=True)
 @click.option("--max-steps", type=int, help="Optimizer steps per stage (overrides --epochs).")
-@click.option("--batch-size", type=int, default=8, show_default=True)
-@click.option("--grad-accum", type=int, default=1, show_default=True)
-@click.option("--warmup-ratio", type=float, default=0.03, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--checkpoint-every", type=int, default=50, show_default=True, help="Steps between checkpoints.")
-@click.option("--eval-batch-size", type=int, default=32, show_default=True)
-@click.option("--max-new-tokens", type=int, default=32, show_default=True)
+@click.option("--batch-size", type=int, default=default(TrainConfig, "batch_size"), show_default=True)
+@click.option("--grad-accum", type=int, default=default(TrainConfig, "grad_accum"), show_default=True)
+@click.option("--warmup-ratio", type=float, default=default(TrainConfig, "warmup_ratio"), show_default=True)
+@click.option("--seed", type=int, default=default(TrainConfig, "seed"), show_default=True)
+@click.option("--checkpoint-every", type=int, default=default(TrainConfig, "checkpoint_every"), show_default=True,
+              help="Steps between checkpoints.")
+@click.option("--eval-batch-size", type=int, default=default(EvalConfig, "batch_size"), show_default=True)
+@click.option("--max-new-tokens", type=int, default=default(EvalConfig, "max_new_tokens"), show_default=True)
 @click.option("--eval-all", is_flag=True, help="Evaluate every task after every stage (forward transfer).")
 @click.option("--device", help="cuda, cpu, cuda:1 ... (default: CUDA if available).")
 @click.option("--dtype", type=click.Choice(["bfloat16", "float16", "float32"]), help="Default: bfloat16 on CUDA, float32 on CPU.")
@@ -95,16 +121,15 @@ def run_start(app: AppContext, method, task_list, base, name, rank, alpha, lr, e
     Method options come as flags (`--fusion sum`) or as `-o KEY=VALUE`; a flag wins.
     """
     from ..services.launch import start_run
+    from ..services.method_options import parse_pairs
 
-    config = {
-        "train": {"rank": rank, "alpha": alpha if alpha is not None else 2 * rank, "lr": lr, "epochs": epochs,
-                  "max_steps": max_steps, "batch_size": batch_size, "grad_accum": grad_accum,
-                  "warmup_ratio": warmup_ratio, "seed": seed, "checkpoint_every": checkpoint_every},
-        "eval": {"batch_size": eval_batch_size, "max_new_tokens": max_new_tokens},
-        "model": {k: v for k, v in {"device": device, "dtype": dtype}.items() if v},
-        "method_options": {**_parse_options(options), **_flag_options(method_opts)},
-        "eval_all": eval_all,
-    }
+    config = run_config(
+        train={"rank": rank, "alpha": alpha, "lr": lr, "epochs": epochs, "max_steps": max_steps,
+               "batch_size": batch_size, "grad_accum": grad_accum, "warmup_ratio": warmup_ratio, "seed": seed,
+               "checkpoint_every": checkpoint_every},
+        eval={"batch_size": eval_batch_size, "max_new_tokens": max_new_tokens},
+        model={"device": device, "dtype": dtype},
+        method_options={**parse_pairs(options), **_flag_options(method_opts, method)}, eval_all=eval_all)
     tasks = [t.strip() for t in task_list.split(",") if t.strip()]
     run_row = start_run(app.catalog, method=method, tasks=tasks, base=base, name=name, config=config)
     if as_json and not wait:
@@ -171,6 +196,48 @@ def run_resume(app: AppContext, run_ref: str, wait: bool, no_worker: bool) -> No
         from .jobs import ensure_worker
 
         ensure_worker(app, no_worker)
+
+
+@run.command("methods")
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True)
+def run_methods(name: str | None, as_json: bool) -> None:
+    """List the methods, or describe one: what it does, its equations, its options and defaults."""
+    from ..engine.methods import METHODS, get_method
+    from ..engine.methods.options import specs
+
+    if name is None:
+        rows = [{"name": n, "summary": cls.summary(), "options": len(specs(cls.Options))} for n, cls in METHODS.items()]
+        if as_json:
+            emit_json(rows)
+        else:
+            click.echo(table(["method", "options", "summary"], [[r["name"], r["options"], r["summary"]] for r in rows]))
+            info("`hicl run methods NAME` describes one; `hicl run start --method NAME ...` runs it")
+        return
+    cls = type(get_method(name))
+    options = [{"name": o.name, "flag": _flag_of(name, o.name), "kind": o.kind, "choices": list(o.choices),
+                "default": o.default, "help": o.help} for o in specs(cls.Options)]
+    if as_json:
+        emit_json({"name": name, "summary": cls.summary(), "reference": cls.reference,
+                   "documentation": cls.documentation(), "options": options})
+        return
+    click.echo(f"{name}: {cls.summary()}")
+    if cls.reference:
+        click.echo(f"reference: {cls.reference}")
+    click.echo("\n" + cls.documentation().split("\n", 1)[-1].strip() + "\n")
+    import textwrap
+
+    click.echo("options:" if options else "no options")
+    for o in options:
+        click.echo(f"  {o['flag']} {'|'.join(o['choices']) or o['kind'].upper()}  (default {o['default']!r})")
+        click.echo(textwrap.fill(o["help"], width=96, initial_indent="      ", subsequent_indent="      "))
+
+
+def _flag_of(method: str, key: str) -> str:
+    for dest, (name, methods) in METHOD_FLAGS.items():
+        if name == key and method in methods:
+            return "--" + dest.removeprefix("mopt_").replace("_", "-")
+    return f"-o {key}=..."
 
 
 def progress_printer():

@@ -4,7 +4,7 @@ The matrix ``R`` has one row per stage and one column per task: ``R[t][j]`` is t
 (0-100) on task j's test set after training on task t, ``None`` (or NaN) for a cell that was not
 evaluated. Below tasks are numbered 1..T as in the papers; in code they are 0-based.
 
-Definitions (see METHODS.md, "Metrics"):
+Definitions:
 
 * ``mft`` (plasticity)   = mean over j of ``R[j][j]``.
 * ``last`` (MFN)         = mean over j of ``R[T][j]``.

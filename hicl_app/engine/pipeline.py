@@ -7,6 +7,7 @@ a stop or a crash resumes from the stage's checkpoint and reaches the same resul
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 from pathlib import Path
@@ -17,13 +18,14 @@ from torch import nn
 
 from ..fsio import atomic_write_json, sha256_file
 from ..taskfile import load_records
-from .train.checkpoint import latest_checkpoint
 from .config import EvalConfig, ModelConfig, to_dict
 from .errors import EngineError, Stopped
 from .eval.evaluate import evaluate_task
 from .methods import get_method
+from .methods.base import Method, StageContext
 from .modeling.models import LoadedModel, env_info, load_base
 from .spec import StageResult, StageSpec, TaskData
+from .train.checkpoint import latest_checkpoint
 from .train.loop import train
 
 __all__ = ["StageResult", "StageSpec", "TaskData", "run_stage", "run_eval"]
@@ -40,12 +42,8 @@ def _records(path: Path, task: str, kind: str) -> list[dict]:
         raise EngineError(f"cannot read the {kind} records of task {task!r} at {path}: {exc}") from None
 
 
-def _fingerprint(spec: StageSpec) -> dict[str, Any]:
+def _fingerprint(spec: StageSpec, method: Method) -> dict[str, Any]:
     """What the trajectory depends on beyond the train config (which `train` adds itself)."""
-    prev = None
-    if spec.prev_stage_dir is not None:
-        adapter = spec.prev_stage_dir / "adapter" / "adapter_model.safetensors"
-        prev = sha256_file(adapter) if adapter.is_file() else str(spec.prev_stage_dir)
     return {
         "method": spec.method,
         "method_options": spec.method_options,
@@ -53,7 +51,7 @@ def _fingerprint(spec: StageSpec) -> dict[str, Any]:
         "base": spec.model.base,
         "tasks": [t.name for t in spec.train_tasks],
         "data": [sha256_file(t.train_path) for t in spec.train_tasks],
-        "previous": prev,
+        "previous": method.fingerprint(spec.prev_stage_dir),
     }
 
 
@@ -81,25 +79,29 @@ def run_stage(spec: StageSpec, on_event: EventFn | None = None, should_stop: Sto
     if not spec.train_tasks:
         raise EngineError(f"stage {spec.stage_index + 1} has no training task")
     records = [r for t in spec.train_tasks for r in _records(t.train_path, t.name, "training")]
-    fingerprint = _fingerprint(spec)
+    fingerprint = _fingerprint(spec, method)
     loaded = load_base(spec.model)
     seed = spec.train.seed
     random.seed(seed)
     torch.manual_seed(seed)
-    model = method.prepare(loaded.model, spec)
+    ctx = StageContext(spec=spec, processor=loaded.processor, device=loaded.device, dtype=loaded.dtype,
+                       records=records)
+    records = ctx.records = method.train_records(ctx)
+    model = method.prepare(loaded.model, ctx)
     emit({"type": "log", "message": f"stage {spec.stage_index + 1}/{spec.n_stages} ({spec.method}): "
                                     f"{len(records)} samples from {', '.join(t.name for t in spec.train_tasks)} "
                                     f"on {loaded.device} ({str(loaded.dtype).removeprefix('torch.')})"})
     outcome = train(model, loaded.processor, records, spec.train, device=loaded.device, dtype=loaded.dtype,
                     checkpoint_dir=spec.checkpoint_dir, fingerprint=fingerprint, on_event=emit,
                     should_stop=should_stop, extra_loss=method.extra_loss)
-    files = method.save(model, spec)
+    method.after_train(model, ctx)
+    files = method.save(model, ctx)
 
     def check_stop() -> None:
         if should_stop is not None and should_stop():
             raise Stopped(outcome.steps, latest_checkpoint(spec.checkpoint_dir))
 
-    eval_model = method.eval_model(model, spec)
+    eval_model = method.eval_model(model, ctx)
     scores = _evaluate_all(eval_model, loaded, spec.eval_tasks, spec.eval, spec.stage_dir / "predictions",
                            emit, check_stop)
     env = env_info(loaded.device, loaded.dtype, seed)
@@ -109,6 +111,7 @@ def run_stage(spec: StageSpec, on_event: EventFn | None = None, should_stop: Sto
         "train": to_dict(spec.train), "eval": to_dict(spec.eval), "steps": outcome.steps,
         "train_samples": outcome.samples, "final_loss": outcome.final_loss, "files": files,
         "scores": {name: {"score": s["score"], "n": s["n"]} for name, s in scores.items()}, "env": env,
+        "export": dataclasses.asdict(method.export(spec.stage_dir)),
     }
     atomic_write_json(spec.stage_dir / STAGE_MANIFEST, manifest)
     files = {**files, STAGE_MANIFEST: sha256_file(spec.stage_dir / STAGE_MANIFEST)}

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import InvalidInput
 from ..catalog.db import Catalog
 from ..catalog.models import Run
 from ..catalog.runs import create_run
 from ..catalog.tasks import get_task, missing_images
+from ..errors import InvalidInput
+from .method_options import check_method
 
 
 def start_run(catalog: Catalog, *, method: str, tasks: list[str], base: str, name: str | None, config: dict) -> Run:
@@ -46,6 +47,7 @@ def start_run(catalog: Catalog, *, method: str, tasks: list[str], base: str, nam
         raise InvalidInput(f"base model {base!r} is neither an existing folder nor a hub id",
                            hint="pass a local model folder or a hub id such as llava-hf/llava-1.5-7b-hf")
     _check_config(config, base)
+    check_method(method, config.get("method_options") or {}, what=f"method {method!r}: ")
     stages = get_method(method, config.get("method_options")).plan(tasks)
     with catalog.session() as s:
         return create_run(s, name=name or f"{method}:{','.join(tasks)}", method=method, base_model=base,

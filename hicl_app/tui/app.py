@@ -14,8 +14,7 @@ from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.screen import ModalScreen, Screen
 
-from ..catalog import dashboard as board
-from ..catalog import queue
+from ..catalog import dashboard as board, queue
 from ..catalog.db import Catalog
 from .data import PAGE_SIZE
 from .prefs import load_prefs, save_prefs

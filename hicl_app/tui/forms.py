@@ -1,18 +1,25 @@
-"""The start-run form's values turned into start_run's arguments, checked like the CLI checks them."""
+"""The start-run form's values turned into start_run's arguments, checked like the CLI checks them.
+
+The hyper-parameter fields' defaults are the run defaults (`services.run_config`), and a method's
+own fields come from its options dataclass, so the form offers what `hicl run start` offers.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+from ..engine.config import TrainConfig
 from ..errors import InvalidInput
+from ..services.run_config import default, run_config
 
-#: The form's hyper-parameter fields: (key, label, type, default); the CLI's defaults.
+#: The form's hyper-parameter fields: (key, label, type, default).
 TRAIN_FIELDS: tuple[tuple[str, str, type, object], ...] = (
-    ("rank", "LoRA rank", int, 8),
-    ("lr", "learning rate", float, 2e-4),
-    ("epochs", "epochs", float, 1.0),
-    ("max_steps", "max steps / stage", int, None),
-    ("batch_size", "batch size", int, 8),
+    ("rank", "LoRA rank", int, default(TrainConfig, "rank")),
+    ("lr", "learning rate", float, default(TrainConfig, "lr")),
+    ("epochs", "epochs", int, default(TrainConfig, "epochs")),
+    ("max_steps", "max steps / stage", int, default(TrainConfig, "max_steps")),
+    ("batch_size", "batch size", int, default(TrainConfig, "batch_size")),
 )
 
 
@@ -34,22 +41,21 @@ def method_choices() -> list[str]:
     return list(method_names())
 
 
-def run_config(*, rank: int = 8, lr: float = 2e-4, epochs: float = 1.0, max_steps: int | None = None,
-               batch_size: int = 8) -> dict:
-    """The run config `hicl run start` records for the same options (other options at their defaults)."""
-    return {
-        "train": {"rank": rank, "alpha": 2.0 * rank, "lr": lr, "epochs": epochs, "max_steps": max_steps,
-                  "batch_size": batch_size, "grad_accum": 1, "warmup_ratio": 0.03, "seed": 0,
-                  "checkpoint_every": 50},
-        "eval": {"batch_size": 32, "max_new_tokens": 32},
-        "model": {},
-        "method_options": {},
-        "eval_all": False,
-    }
+def method_fields(method: str | None) -> list[Any]:
+    """The options of `method` (`OptionSpec`s: name, kind, choices, default, help), none when unknown."""
+    from ..engine.methods import METHODS
+    from ..engine.methods.options import specs
+
+    cls = METHODS.get(method or "")
+    return specs(cls.Options) if cls is not None else []
 
 
-def parse_run_form(method: str | None, tasks: list[str], base: str, name: str, values: dict[str, str]) -> RunRequest:
-    """Check the fields a form can get wrong; every problem is reported at once."""
+def parse_run_form(method: str | None, tasks: list[str], base: str, name: str, values: dict[str, str],
+                   options: dict[str, str] | None = None) -> RunRequest:
+    """Check the fields a form can get wrong; every problem is reported at once.
+
+    `options` holds the method option fields as typed; an empty one keeps the option's default.
+    """
     problems = []
     if not method:
         problems.append("method: choose one")
@@ -58,10 +64,10 @@ def parse_run_form(method: str | None, tasks: list[str], base: str, name: str, v
     if not base.strip():
         problems.append("base: a local model folder or a hub id")
     numbers: dict = {}
-    for key, label, kind, default in TRAIN_FIELDS:
+    for key, label, kind, fallback in TRAIN_FIELDS:
         raw = (values.get(key) or "").strip()
         if not raw:
-            numbers[key] = default
+            numbers[key] = fallback
             continue
         try:
             number = kind(raw)
@@ -71,7 +77,16 @@ def parse_run_form(method: str | None, tasks: list[str], base: str, name: str, v
         if number <= 0:
             problems.append(f"{label}: must be positive")
         numbers[key] = number
+    given = {k: v.strip() for k, v in (options or {}).items() if v and v.strip()}
+    if method and given:
+        from ..engine.errors import EngineError
+        from ..engine.methods import get_method
+
+        try:
+            get_method(method, given)
+        except EngineError as exc:
+            problems.append(f"{method} options: {exc}")
     if problems:
         raise InvalidInput("the run form has problems", problems)
     return RunRequest(method=method, tasks=list(tasks), base=base.strip(), name=name.strip() or None,
-                      config=run_config(**numbers))
+                      config=run_config(train=numbers, method_options=given))

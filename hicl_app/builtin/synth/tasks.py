@@ -190,9 +190,9 @@ _CHART_Q = ("How many bars does the chart show?\n"
 
 def _make_chart(rng: random.Random) -> Sample:
     # Which bar is tallest or shortest, with the colours as options, was the first design: the
-    # tiny base reads bar heights (its tower does, 100% on held-out charts) but after a minute of
-    # pretraining its language model names the right bar about half the time, and a task trained
-    # alone stayed at chance (26 against 25). The number of bars it reads as well as icons.
+    # tiny base's tower reads bar heights, but after its short pretraining the language model
+    # names the right bar too rarely for a task trained alone to leave chance. The number of bars
+    # it reads as well as icons.
     scene = chart_scene(rng)
     return scene, _CHART_Q, LETTERS[BAR_COUNTS.index(len(scene.bars))]
 

@@ -15,10 +15,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from .cka import cka_matrix, mean_cross
 from ..errors import EngineError
+from ..methods.hide.experts import RoutingState, attach_routed
+from ..modeling.lora_factors import Expert, unwrap_peft
 from ..modeling.models import decoder_layers
-from ..methods.hide.experts import Expert, RoutingState, _unwrap, attach_routed
+from .cka import cka_matrix, mean_cross
 
 PROBE_KEYS = ("id", "image", "question", "answer", "history")
 
@@ -40,7 +41,7 @@ def layer_features(model: nn.Module, processor: Any, records: list[dict], layers
     """{layer: [n, hidden]} mean over each prompt's tokens of the decoder layer's output."""
     from ..data.encoding import Encoder, collate
 
-    base = _unwrap(model)
+    base = unwrap_peft(model)
     _, blocks = decoder_layers(base)
     bad = [l_ for l_ in layers if not 0 <= l_ < len(blocks)]
     if bad:

@@ -9,13 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from .cka import KERNELS
 from ..config import ModelConfig
 from ..errors import EngineError
-from ..modeling.models import decoder_layers, load_base
-from ..methods.hide.experts import from_adapter_dir
-from .probe import cka_by_layer, expert_features
 from ..methods.hide.state import load_state
+from ..modeling.lora_factors import from_adapter_dir
+from ..modeling.models import decoder_layers, load_base
+from .cka import KERNELS
+from .probe import cka_by_layer, expert_features
 
 
 def resolve_layers(layers: list[int] | None, n_layers: int) -> list[int]:

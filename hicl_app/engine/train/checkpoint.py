@@ -23,8 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
+from safetensors.torch import load as st_load, save as st_save
 
 from ...fsio import atomic_write_bytes, atomic_write_json, publish_dir, staging_dir
 from ..errors import EngineError

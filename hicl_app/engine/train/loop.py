@@ -22,11 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import latest_checkpoint, load_checkpoint, restore_rng, save_checkpoint
 from ..config import TrainConfig, to_dict
 from ..data.encoding import IGNORE_INDEX, EncodedCache, Encoder, collate
-from ..errors import EngineError, Stopped
 from ..data.vision_cache import vision_feature_cache
+from ..errors import EngineError, Stopped
+from .checkpoint import latest_checkpoint, load_checkpoint, restore_rng, save_checkpoint
 
 EventFn = Callable[[dict], None]
 StopFn = Callable[[], bool]

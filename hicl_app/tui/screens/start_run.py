@@ -9,10 +9,10 @@ from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Footer, Input, Label, Select, SelectionList, Static
 
-from ...services.launch import start_run
 from ...catalog.tasks import list_tasks
 from ...errors import HiclError
-from ..forms import TRAIN_FIELDS, parse_run_form
+from ...services.launch import start_run
+from ..forms import TRAIN_FIELDS, method_fields, parse_run_form
 from ..widgets.error_report import ErrorReport
 
 
@@ -43,6 +43,7 @@ class StartRunScreen(ModalScreen[tuple[int, str] | None]):
                     yield Label(label)
                     yield Input(value="" if default is None else str(default), placeholder="—", id=key,
                                 compact=True)
+            yield Grid(classes="form params", id="method-options")
             with VerticalScroll(classes="report"):
                 yield ErrorReport(id="error")
             with Horizontal(classes="buttons"):
@@ -72,6 +73,22 @@ class StartRunScreen(ModalScreen[tuple[int, str] | None]):
         if not tasks:
             self.query_one("#order", Static).update("no tasks yet: add one first (a on the dashboard)")
 
+    def on_select_changed(self, event: Select.Changed) -> None:
+        """Show the chosen method's own options (from its options dataclass), empty = its default."""
+        if event.select.id != "method":
+            return
+        grid = self.query_one("#method-options", Grid)
+        grid.remove_children()
+        fields = method_fields(None if event.value is Select.BLANK else str(event.value))
+        grid.display = bool(fields)
+        widgets = []
+        for spec in fields:
+            label = Label(spec.name.replace("_", " "))
+            label.tooltip = spec.help
+            hint = "|".join(spec.choices) if spec.choices else spec.kind
+            widgets += [label, Input(placeholder=f"{spec.default!r} ({hint})", id=f"opt-{spec.name}", compact=True)]
+        grid.mount_all(widgets)
+
     def on_selection_list_selected_changed(self, event: SelectionList.SelectedChanged) -> None:
         ticked = set(event.selection_list.selected)
         self.order = [t for t in self.order if t in ticked] + [t for t in event.selection_list.selected
@@ -94,7 +111,8 @@ class StartRunScreen(ModalScreen[tuple[int, str] | None]):
         try:
             request = parse_run_form(None if method is Select.BLANK else method, self.order,
                                      self.query_one("#base", Input).value, self.query_one("#name", Input).value,
-                                     {key: self.query_one(f"#{key}", Input).value for key, *_ in TRAIN_FIELDS})
+                                     {key: self.query_one(f"#{key}", Input).value for key, *_ in TRAIN_FIELDS},
+                                     {i.id.removeprefix("opt-"): i.value for i in self.query("#method-options Input")})
         except HiclError as exc:
             report.show_error(exc)
             return

@@ -19,7 +19,8 @@ import torch
 from torch import nn
 
 from ...errors import EngineError
-from .experts import Expert, _unwrap, _weight_of
+from ...modeling.lora_factors import Expert, unwrap_peft
+from .experts import _weight_of
 from .options import FUSIONS
 
 
@@ -75,7 +76,7 @@ def fused_delta(experts: list[Expert], path: str, fusion: str, ties_density: flo
 @torch.no_grad()
 def merge_into(model: nn.Module, experts: list[Expert], paths: list[str], fusion: str, ties_density: float) -> None:
     """Add the fused ΔW of every module in `paths` to its base weight, in place."""
-    base = _unwrap(model)
+    base = unwrap_peft(model)
     for path in paths:
         weight = _weight_of(base.get_submodule(path))
         delta = fused_delta(experts, path, fusion, ties_density).to(weight.device)
@@ -109,7 +110,7 @@ def attach_fused(model: nn.Module, experts: list[Expert], paths: list[str], fusi
     """Register a per-forward FusedDelta hook on each module in `paths`; returns the hook handles."""
     if fusion not in FUSIONS:
         raise EngineError(f"unknown fusion {fusion!r}", hint=f"use one of {', '.join(FUSIONS)}")
-    base = _unwrap(model)
+    base = unwrap_peft(model)
     handles = []
     for path in paths:
         module = base.get_submodule(path)

@@ -16,8 +16,9 @@ import torch
 from torch import nn
 
 from ...errors import EngineError
+from ...modeling.lora_factors import Expert, unwrap_peft
 from ...modeling.models import decoder_layers
-from .experts import Expert, RoutingState, _unwrap, attach_routed
+from .experts import RoutingState, attach_routed
 from .fusion import attach_fused, merge_into
 from .routing import RoutingHook, routed_generate
 
@@ -50,7 +51,7 @@ def layer_index(path: str, prefix: str) -> int:
 
 def split_paths(model: nn.Module, paths: list[str], expanded_layers: list[int]) -> tuple[list[str], list[str]]:
     """(expanded, fused) module paths by decoder layer."""
-    prefix, _ = decoder_layers(_unwrap(model))
+    prefix, _ = decoder_layers(unwrap_peft(model))
     expanded = [p for p in paths if layer_index(p, prefix) in set(expanded_layers)]
     return expanded, [p for p in paths if p not in set(expanded)]
 

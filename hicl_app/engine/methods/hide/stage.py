@@ -18,11 +18,13 @@ import torch
 from torch import nn
 
 from ....taskfile import load_records
-from ...errors import EngineError
-from ...modeling.models import decoder_layers
-from .experts import from_peft, truncate
-from .model import build, resolve_expand
 from ...analysis.probe import cka_by_layer, expert_features, low_similarity_layers, pick_probes
+from ...errors import EngineError
+from ...modeling.lora_factors import from_peft, truncate
+from ...modeling.models import decoder_layers
+from ..options import to_json
+from .model import build, resolve_expand
+from .options import HideOptions
 from .routing import ClipEncoder, ModelEncoder, mean_features, template_token_ids
 from .state import HideState, has_state, load_state, save_state
 
@@ -65,22 +67,22 @@ def previous_state(prev_stage_dir: Path | None, stage_index: int) -> HideState |
     return load_state(prev_stage_dir)
 
 
-def end_stage(model: nn.Module, spec, options: dict[str, Any]) -> dict[str, str]:
+def end_stage(model: nn.Module, spec, options: HideOptions) -> dict[str, str]:
     """Save `spec.stage_dir/hide/` for the PEFT model just trained; returns {relative path: sha256}."""
     if len(spec.train_tasks) != 1:
         raise EngineError(f"a hide stage trains exactly one task, this one has {len(spec.train_tasks)}")
     task = spec.train_tasks[0]
     prev = previous_state(spec.prev_stage_dir, spec.stage_index)
     expert = from_peft(model, task.name)
-    if options["expert_rank"]:
-        expert = truncate(expert, options["expert_rank"])
+    if options.expert_rank:
+        expert = truncate(expert, options.expert_rank)
     experts = (prev.experts if prev else []) + [expert]
     if prev is not None and task.name in prev.tasks:
         raise EngineError(f"task {task.name!r} already has an expert in the previous stage's state")
     base = model.get_base_model()
     device, dtype = _device_dtype(base)
     processor = load_processor(spec.model.base)
-    folder = options["router_encoder"]
+    folder = options.router_encoder
     spec_encoder = {"kind": "clip" if folder else "model", "excluded_ids": template_token_ids(processor)}
     if folder:
         spec_encoder["path"] = str(Path(folder).expanduser().resolve())
@@ -96,13 +98,13 @@ def end_stage(model: nn.Module, spec, options: dict[str, Any]) -> dict[str, str]
     if a_img is not None and (prev is None or prev.anchors_img is not None):
         anchors_img = torch.stack([*(prev.anchors_img if prev else []), a_img])
     probes = {**(prev.probes if prev else {}),
-              task.name: pick_probes(records, options["probe_samples"], spec.train.seed, task.name)}
+              task.name: pick_probes(records, options.probe_samples, spec.train.seed, task.name)}
     n_layers = len(decoder_layers(base)[1])
     with model.disable_adapter():
         expanded, cka = choose_expanded(base, processor, experts, probes, options, n_layers, device, dtype)
     state = HideState(experts=experts, anchors_img=anchors_img, anchors_txt=anchors_txt, encoder=spec_encoder,
                       expanded_layers=expanded, n_layers=n_layers, probes=probes, cka=cka, base=spec.model.base,
-                      options=dict(options))
+                      options=to_json(options))
     return save_state(state, spec.stage_dir)
 
 
@@ -117,22 +119,22 @@ def measure_cka(base: nn.Module, processor: Any, experts: list, probes: dict[str
 
 
 def choose_expanded(base: nn.Module, processor: Any, experts: list, probes: dict[str, list[dict]],
-                    options: dict[str, Any], n_layers: int, device: torch.device, dtype: torch.dtype,
+                    options: HideOptions, n_layers: int, device: torch.device, dtype: torch.dtype,
                     cka: dict[str, Any] | None = None) -> tuple[list[int], dict[str, Any] | None]:
-    """(expanded layers, CKA summary) for `options["expand"]`; `auto` measures CKA unless `cka`
+    """(expanded layers, CKA summary) for `options.expand`; `auto` measures CKA unless `cka`
     already holds it for the same kernel. With one task there is nothing to compare: the top layer."""
-    expanded = resolve_expand(options["expand"], n_layers)
+    expanded = resolve_expand(options.expand, n_layers)
     if expanded is not None:
         return expanded, cka
     if len(experts) < 2:
         return [n_layers - 1], cka
-    if cka is None or cka.get("kernel") != options["cka_kernel"]:
-        cka = measure_cka(base, processor, experts, probes, options["cka_kernel"], n_layers, device, dtype)
+    if cka is None or cka.get("kernel") != options.cka_kernel:
+        cka = measure_cka(base, processor, experts, probes, options.cka_kernel, n_layers, device, dtype)
     mean = {int(k): {"mean_cross": v} for k, v in cka["mean_cross"].items()}
-    return low_similarity_layers(mean, options["cka_threshold"]), cka
+    return low_similarity_layers(mean, options.cka_threshold), cka
 
 
-def load_model(base: nn.Module, stage_dir: str | Path, options: dict[str, Any]) -> nn.Module:
+def load_model(base: nn.Module, stage_dir: str | Path, options: HideOptions) -> nn.Module:
     """The HiDe model of a finished stage, built in place on the plain `base`.
 
     The options decide fusion, tau and the expanded layers, so one stage can be served in every
@@ -141,11 +143,11 @@ def load_model(base: nn.Module, stage_dir: str | Path, options: dict[str, Any]) 
     state = load_state(stage_dir)
     device, dtype = _device_dtype(base)
     base_path = getattr(base, "name_or_path", "") or state.base
-    processor = load_processor(base_path) if state.encoder["kind"] == "clip" or options["expand"] == "auto" else None
+    processor = load_processor(base_path) if state.encoder["kind"] == "clip" or options.expand == "auto" else None
     expanded, _ = choose_expanded(base, processor, state.experts, state.probes, options, state.n_layers, device, dtype,
                                   state.cka)
     encoder = make_encoder(state.encoder, processor, device, base_path)
     return build(base, state.experts, state.anchors_img, state.anchors_txt, encoder, expanded,
-                 tau=options["tau"], fusion=options["fusion"], merge_fused=options["merge_fused"],
-                 ties_density=options["ties_density"], routing=options["routing"],
-                 merge_top1=options["merge_top1"])
+                 tau=options.tau, fusion=options.fusion, merge_fused=options.merge_fused,
+                 ties_density=options.ties_density, routing=options.routing,
+                 merge_top1=options.merge_top1)

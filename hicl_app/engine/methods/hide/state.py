@@ -22,12 +22,9 @@ import torch
 
 from ....fsio import atomic_write_json, publish_dir, sha256_file, staging_dir
 from ...errors import EngineError
-from .experts import Expert
+from ...modeling.lora_factors import Expert
+from . import ANCHORS_FILE, EXPERTS_FILE, MANIFEST_FILE, STATE_DIR
 
-STATE_DIR = "hide"
-EXPERTS_FILE = "experts.safetensors"
-ANCHORS_FILE = "anchors.safetensors"
-MANIFEST_FILE = "manifest.json"
 FORMAT_VERSION = 1
 
 

@@ -22,8 +22,9 @@ from ....fsio import atomic_write_bytes
 from ...config import TrainConfig
 from ...errors import EngineError
 from ...train.loop import TrainResult, train
+from . import PROJECTOR_FILE
 
-FILE = "projector.safetensors"
+FILE = PROJECTOR_FILE
 
 
 def find_projector(model: nn.Module) -> tuple[str, nn.Module]:

@@ -1,7 +1,7 @@
 """Spectral-Aware Consolidation (SAC, LLaVA-c): fold each task's LoRA delta into one bounded-rank
 consolidated delta per layer, without letting shared directions add up.
 
-Our reading of the method (METHODS.md, "LLaVA-c"; the paper's code is not published). Per
+Our reading of the method (the paper's code is not published; the equations are in `method.py`). Per
 adapted linear layer, with `D` the consolidated delta of the earlier tasks and
 `Δ = scale · B A` the new task's LoRA delta:
 
@@ -100,7 +100,7 @@ def consolidate(prev: Factors | None, delta: Factors, *, gamma: float, rank: int
 
 
 def _overlap_projection(p, qt, bs, a, u, v) -> torch.Tensor:
-    """c_k = (p_k + q_k) / max(p_k, q_k), p_k = |u_kᵀ D v_k|, q_k = |u_kᵀ Δ v_k| (METHODS.md)."""
+    """c_k = (p_k + q_k) / max(p_k, q_k), p_k = |u_kᵀ D v_k|, q_k = |u_kᵀ Δ v_k|."""
     p_k = ((u.T @ p) * (qt @ v).T).sum(1).abs()
     q_k = ((u.T @ bs) * (a @ v).T).sum(1).abs()
     big = torch.maximum(p_k, q_k)

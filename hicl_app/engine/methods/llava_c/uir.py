@@ -1,7 +1,7 @@
 """Unsupervised Inquiry Regularization (UIR, LLaVA-c): keep the adapted model's features on
 plain, unlabeled questions where the stage's starting model had them.
 
-Our reading of the method (METHODS.md, "LLaVA-c"). An inquiry is an instruction without its
+Our reading of the method (see `method.py`). An inquiry is an instruction without its
 answer: the stage's own task questions plus a built-in pool of general questions; each step
 draws half its inquiries from each. They go, text only, through the language model twice: with
 the LoRA (`h`) and with

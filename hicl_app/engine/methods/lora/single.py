@@ -6,12 +6,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ...errors import EngineError
-from ..base import Method
+from ..base import Method, StageContext
 
 if TYPE_CHECKING:
     from torch import nn
-
-    from ...spec import StageSpec
 
 ADAPTER = "adapter"
 
@@ -21,9 +19,10 @@ class SingleLora(Method):
 
     continues: bool = False
 
-    def prepare(self, base: nn.Module, spec: StageSpec) -> nn.Module:
+    def prepare(self, base: nn.Module, ctx: StageContext) -> nn.Module:
         from ...modeling.adapters import load_lora, new_lora
 
+        spec = ctx.spec
         if not (self.continues and spec.stage_index > 0):
             return new_lora(base, spec.train)
         if spec.prev_stage_dir is None:
@@ -31,10 +30,10 @@ class SingleLora(Method):
                               hint="run the stages in order")
         return load_lora(base, spec.prev_stage_dir / ADAPTER, trainable=True)
 
-    def save(self, model: nn.Module, spec: StageSpec) -> dict[str, str]:
+    def save(self, model: nn.Module, ctx: StageContext) -> dict[str, str]:
         from ...modeling.adapters import save_adapter
 
-        hashes = save_adapter(model, spec.stage_dir / ADAPTER)
+        hashes = save_adapter(model, ctx.stage_dir / ADAPTER)
         return {f"{ADAPTER}/{name}": digest for name, digest in hashes.items()}
 
     def load(self, base: nn.Module, stage_dir: Path) -> nn.Module:

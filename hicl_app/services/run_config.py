@@ -1,0 +1,38 @@
+"""The configuration a run records, written once for `hicl run start`, the TUI's form and the demo.
+
+Defaults are the engine's config dataclasses' own (`TrainConfig`, `EvalConfig`), with LoRA alpha
+at twice the rank unless given. The run records the whole resolved configuration, so `hicl run
+show` prints what trained, and a later change of a default never changes an old run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from ..engine.config import EvalConfig, ModelConfig, TrainConfig, from_dict, to_dict
+from ..engine.errors import EngineError
+from ..errors import InvalidInput
+
+
+def default(section: type, name: str) -> Any:
+    """The default of one field of a config dataclass (what a face shows beside its flag)."""
+    return next(f.default for f in dataclasses.fields(section) if f.name == name)
+
+
+def run_config(*, train: dict[str, Any] | None = None, eval: dict[str, Any] | None = None,
+               model: dict[str, Any] | None = None, method_options: dict[str, Any] | None = None,
+               eval_all: bool = False, general_task: str | None = None) -> dict[str, Any]:
+    """The run's config from the values a user gave (None: the default), checked like the worker
+    will build it, so a bad value fails before anything is recorded."""
+    train = {k: v for k, v in (train or {}).items() if v is not None}
+    train.setdefault("alpha", 2 * train.get("rank", default(TrainConfig, "rank")))
+    try:
+        resolved = {"train": to_dict(from_dict(TrainConfig, train)),
+                    "eval": to_dict(from_dict(EvalConfig, {k: v for k, v in (eval or {}).items() if v is not None}))}
+        model = {k: v for k, v in (model or {}).items() if v}
+        from_dict(ModelConfig, {"base": "-", **model})
+    except EngineError as exc:
+        raise InvalidInput(str(exc), hint=exc.hint) from None
+    return {**resolved, "model": model, "method_options": dict(method_options or {}), "eval_all": bool(eval_all),
+            **({"general_task": general_task} if general_task else {})}
