@@ -264,7 +264,7 @@ class _Handler(BaseHTTPRequestHandler):
             try:
                 yaml.safe_load(body["content"].split("---")[1])
             except Exception as exc:  # noqa: BLE001
-                raise HttpError(400, f"invalid YAML: {exc}")
+                raise HttpError(400, f"invalid YAML: {exc}") from None
             return self._json({"errors": [], "warnings": []})
         if len(p) >= 4 and p[0] == "api" and p[1] == "models":
             return self._route_repo_api(method, p[2], p[3], p[4:])

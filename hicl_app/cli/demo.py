@@ -71,8 +71,8 @@ def _pretrain_progress(total: int):
 def demo(app: AppContext, home, methods, n_tasks, seed, quick, ceilings, workers, as_json) -> None:
     """Run every method on the built-in benchmark and compare them (CPU, nothing downloaded)."""
     from ..builtin.demo import DemoConfig, default_methods, run_demo
-    from ..services.method_options import split_methods
     from ..catalog.db import Catalog
+    from ..services.method_options import split_methods
 
     settings = Settings.resolve(home) if home else app.settings
     chosen = split_methods(methods) if methods else default_methods()

@@ -14,7 +14,8 @@ from .runs import _general_line, _metrics_line
 @click.argument("run_ref", required=False)
 @click.option("--matrix", "matrix_file", type=click.Path(dir_okay=False, exists=True),
               help="Compute from a CSV matrix instead (row t = after task t; empty or nan = not evaluated).")
-@click.option("--json", "as_json", is_flag=True, help="Keys: mft, last, avg, bwt, forgetting, fwt, matrix, general (held-out task retention).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Keys: mft, last, avg, bwt, forgetting, fwt, matrix, general (held-out task retention).")
 @pass_app
 def metrics(app: AppContext, run_ref: str | None, matrix_file: str | None, as_json: bool) -> None:
     """MFT, Last, Avg, BWT, Forgetting (and FWT with zero-shot scores) of RUN or of --matrix FILE."""

@@ -10,7 +10,8 @@ from textual.widgets import Markdown
 
 ABOUT = """
 ### Reading a run
-- **Accuracy matrix**: row *t* = scores after training stage *t*, column *j* = task *j*, in points (accuracy %; a caption score, the mean of BLEU-1..4, ROUGE-L and CIDEr-D x100, can pass 100).
+- **Accuracy matrix**: row *t* = scores after training stage *t*, column *j* = task *j*, in points
+  (accuracy %; a caption score, the mean of BLEU-1..4, ROUGE-L and CIDEr-D x100, can pass 100).
   Cells are coloured from low (red) to high (green) on the matrix's own range, so forgetting
   shows as a column that cools going down; the *forgetting* row is the drop from the best
   earlier score to the latest row.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from engine_fixtures import cl_tasks, quick_lora, tiny_base_dir  # noqa: F401  (session fixtures)
+from engine_fixtures import quick_lora
 
 from hicl_app.engine.config import ModelConfig, TrainConfig
 from hicl_app.engine.data.encoding import Encoder, collate

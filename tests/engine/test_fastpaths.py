@@ -12,7 +12,6 @@ import random
 
 import pytest
 import torch
-from engine_fixtures import cl_tasks, tiny_base_dir  # noqa: F401  (session fixtures)
 
 from hicl_app.engine.config import EvalConfig, ModelConfig, TrainConfig
 from hicl_app.engine.data.encoding import Encoder, collate

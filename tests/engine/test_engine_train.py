@@ -6,7 +6,6 @@ import json
 
 import pytest
 import torch
-from engine_fixtures import cl_tasks, tiny_base_dir  # noqa: F401  (session fixtures)
 
 from hicl_app.engine.config import ModelConfig, TrainConfig
 from hicl_app.engine.data.encoding import IGNORE_INDEX, Encoder, collate

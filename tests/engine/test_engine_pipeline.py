@@ -6,7 +6,6 @@ import json
 
 import pytest
 import torch
-from engine_fixtures import cl_tasks, tiny_base_dir  # noqa: F401  (session fixtures)
 
 from hicl_app.engine.config import EvalConfig, ModelConfig, TrainConfig
 from hicl_app.engine.errors import EngineError, Stopped
@@ -39,7 +38,7 @@ def test_seq_lora_three_stages(tiny_base_dir, cl_tasks, tmp_path):
         results.append(result)
         prev = spec.stage_dir
         assert set(result.scores) == set(ORDER[:k + 1])
-        for name, s in result.scores.items():
+        for s in result.scores.values():
             assert 0.0 <= s["score"] <= 100.0 and s["n"] == 32
             assert len(open(s["predictions_path"]).readlines()) == 32
         assert result.steps == 60 and result.train_samples == 128

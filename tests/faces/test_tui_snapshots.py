@@ -1,7 +1,7 @@
 """Snapshots of the main screens at 80x24 (and the dashboard wide and in the light theme).
 
-Regenerate after an intended change with `pytest tests/test_tui_snapshots.py --snapshot-update`
-and look at the SVGs under tests/__snapshots__/ before committing them.
+Regenerate after an intended change with `pytest tests/faces/test_tui_snapshots.py --snapshot-update`
+and look at the SVGs under tests/faces/__snapshots__/ before committing them.
 """
 
 import pytest

@@ -16,7 +16,7 @@ def test_quick_demo_end_to_end(cli, tmp_path):
     assert set(out["runs"]) == {"seq-lora", "joint"}
     assert out["general"] == "general" and len(out["tasks"]) == 3
     with sqlite3.connect(home / "hicl.db") as conn:
-        for method, run in out["runs"].items():
+        for run in out["runs"].values():
             assert run["status"] == "completed"
             cells = conn.execute("SELECT stage_index, task_name, score FROM scores WHERE run_id=?", (run["id"],)).fetchall()
             by_cell = {(s, t): v for s, t, v in cells}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from engine_fixtures import cl_tasks, read_jsonl, tiny_base_dir  # noqa: F401  (session fixtures)
+from engine_fixtures import read_jsonl
 
 from hicl_app.engine.config import EvalConfig, ModelConfig, TrainConfig
 from hicl_app.engine.data.encoding import Encoder, collate

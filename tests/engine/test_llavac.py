@@ -6,7 +6,6 @@ import json
 
 import pytest
 import torch
-from engine_fixtures import cl_tasks, tiny_base_dir  # noqa: F401  (session fixtures)
 from safetensors.torch import load_file
 
 from hicl_app.engine.config import EvalConfig, ModelConfig, TrainConfig

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engine_fixtures import cl_tasks, quick_lora, read_jsonl, tiny_base_dir  # noqa: F401  (session fixtures)
+from engine_fixtures import quick_lora, read_jsonl
 
 from hicl_app.engine.config import EvalConfig
 from hicl_app.engine.eval.evaluate import evaluate_task

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from engine_fixtures import cl_tasks, quick_lora, tiny_base_dir  # noqa: F401  (session fixtures)
+from engine_fixtures import quick_lora
 
 from hicl_app.bench import MODULES, select
 from hicl_app.errors import InvalidInput

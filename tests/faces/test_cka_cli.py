@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
-from engine_fixtures import cl_tasks, read_jsonl, tiny_base_dir  # noqa: F401  (session fixtures)
+from engine_fixtures import read_jsonl
 
 # The first test of a process also builds the session's tiny base; on a shared CPU that alone can
 # take minutes.

@@ -265,7 +265,7 @@ def test_modules_import_without_torch_or_numpy():
         "assert not bad, bad\n"
     )
     subprocess.run(
-        [sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1]
+        [sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2]
     )
 
 
