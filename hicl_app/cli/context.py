@@ -16,10 +16,15 @@ class AppContext:
 
     @property
     def catalog(self):
+        return self.open_catalog()
+
+    def open_catalog(self, *, fresh: bool = False):
+        """The catalog, opened (and migrated) on first use; `fresh` lets an empty one be started
+        beside existing workspace data (`hicl init --force`)."""
         if self._catalog is None:
             from ..catalog.db import Catalog
 
-            self._catalog = Catalog(self.settings)
+            self._catalog = Catalog(self.settings, fresh=fresh)
         return self._catalog
 
 
