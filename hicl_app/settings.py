@@ -26,6 +26,22 @@ class Settings:
     def path(self, name: str) -> Path:
         return self.home / name
 
+    def rel(self, path: str | os.PathLike) -> str:
+        """How the catalog stores `path`: relative to the workspace when it lies inside it, so
+        that a moved or copied workspace reads its own files and never the original's; a path
+        outside (the user's source files) stays as given. A relative path is taken as already
+        workspace-relative."""
+        p = Path(path)
+        if not p.is_absolute():
+            return p.as_posix()
+        full = Path(os.path.abspath(p))
+        return full.relative_to(self.home).as_posix() if full.is_relative_to(self.home) else str(path)
+
+    def resolve_path(self, stored: str | os.PathLike) -> Path:
+        """A stored path as an absolute one in this workspace (the inverse of `rel`)."""
+        p = Path(stored)
+        return p if p.is_absolute() else self.home / p
+
     @property
     def adapters(self) -> Path:
         return self.home / "adapters"

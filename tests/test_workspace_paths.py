@@ -7,7 +7,125 @@ fresh catalog beside existing workspace data are refused.
 
 from __future__ import annotations
 
+import gc
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
 import pytest
+
+
+def _relocate(cli, monkeypatch, src: Path, dst: Path, *, move: bool) -> None:
+    """`cp -a src dst` (or `mv`), then point HICL_HOME at dst."""
+    gc.collect()  # close the catalog connections of earlier in-process commands
+    if move:
+        shutil.move(src, dst)
+    else:
+        shutil.copytree(src, dst, symlinks=True)
+    monkeypatch.setenv("HICL_HOME", str(dst))
+
+
+def _rows(db: Path, sql: str) -> list[tuple]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute(sql).fetchall()
+
+
+# --- task rm deletes only this workspace's task folders -------------------------------------------
+def test_task_rm_in_a_copied_workspace_leaves_the_original_intact(cli, home, tmp_path, llava_file, monkeypatch):
+    assert cli("add-task", llava_file).exit_code == 0
+    copy = tmp_path / "ws2"
+    _relocate(cli, monkeypatch, home, copy, move=False)
+    res = cli("task", "rm", "colour")
+    assert res.exit_code == 0, res.output
+    assert not (copy / "tasks" / "colour").exists()
+    assert (home / "tasks" / "colour" / "train.jsonl").is_file()
+    monkeypatch.setenv("HICL_HOME", str(home))
+    assert [t["name"] for t in json.loads(cli("tasks", "--json").stdout)] == ["colour"]
+
+
+
+
+# --- a moved workspace keeps working ---------------------------------------------------------------
+def test_a_moved_workspace_pushes_its_adapters(cli, home, tmp_path, monkeypatch):
+    from sqlmodel import select
+
+    from hicl_app.catalog.db import Catalog
+    from hicl_app.catalog.models import Adapter, Run, Stage
+    from hicl_app.catalog.runs import create_run, upsert_score
+    from hicl_app.fsio import sha256_file
+    from hicl_app.settings import Settings
+
+    catalog = Catalog(Settings.resolve())
+    with catalog.session() as s:
+        run = create_run(s, name="r", method="seq-lora", base_model="org/tiny", task_order=["colour"],
+                         stages=[["colour"]], config={})
+        stage = s.exec(select(Stage).where(Stage.run_id == run.id)).one()
+        adapter = catalog.settings.adapters / f"run-{run.id}" / "stage-0" / "adapter"
+        adapter.mkdir(parents=True)
+        (adapter / "adapter_config.json").write_text("{}")
+        (adapter / "adapter_model.safetensors").write_bytes(b"weights")
+        files = {f"adapter/{p.name}": sha256_file(p) for p in adapter.iterdir()}
+        s.add(Adapter(run_id=run.id, stage_id=stage.id, path=str(adapter), sha256=files["adapter/adapter_model.safetensors"],
+                      size_bytes=1, files=files))
+        stage.status = "done"
+        s.add(stage)
+        upsert_score(s, run.id, 0, "colour", score=90.0, n=5, scorer="exact")
+        s.get(Run, run.id).status = "completed"
+        run_id = run.id
+    catalog.dispose()
+    moved = tmp_path / "moved"
+    _relocate(cli, monkeypatch, home, moved, move=True)
+    res = cli("push", run_id, "--hub", "alice/r", "--dry-run", "--json")
+    assert res.exit_code == 0, res.output
+    sources = [f["source"] for f in json.loads(res.stdout)["files"] if f["source"]]
+    assert sources and all(Path(p).is_relative_to(moved) for p in sources)
+
+
+# --- migration of catalogs that stored absolute paths ----------------------------------------------
+@pytest.mark.parametrize("db_in_home", [True, False])
+def test_migration_makes_absolute_workspace_paths_relative(home, tmp_path, monkeypatch, db_in_home):
+    from sqlmodel import Session
+
+    from hicl_app.catalog import db
+    from hicl_app.catalog.models import Adapter, Job, Run, Score, Stage, Task
+    from hicl_app.settings import Settings
+
+    if not db_in_home:
+        monkeypatch.setenv("HICL_DB_URL", f"sqlite:///{tmp_path / 'elsewhere.db'}")
+    settings = Settings.resolve().ensure()
+    engine = db.make_engine(settings.db_url)  # no workspace bound: values are written as given
+    db.upgrade(engine, "0003_cka")
+    other = tmp_path / "other-ws"
+    with Session(engine) as s:
+        s.add(Task(name="mine", source_path="/data/mine.jsonl", source_sha256="0" * 64, source_format="llava",
+                   images_dir="/data", n_train=1, n_test=1, scorer="exact", data_dir=str(home / "tasks" / "mine")))
+        s.add(Task(name="theirs", source_path=str(home / "cache" / "src.jsonl"), source_sha256="1" * 64,
+                   source_format="llava", images_dir=str(home / "cache"), n_train=1, n_test=1, scorer="exact",
+                   data_dir=str(other / "tasks" / "theirs")))
+        s.add(Run(id=1, name="r", method="seq-lora", base_model="org/tiny"))
+        s.add(Stage(id=1, run_id=1, index=0))
+        s.flush()
+        s.add(Adapter(run_id=1, stage_id=1, path=str(home / "adapters" / "run-1" / "stage-0" / "adapter"),
+                      sha256="", size_bytes=0))
+        s.add(Score(run_id=1, stage_index=0, task_name="mine", score=1.0, n=1, scorer="exact",
+                    predictions_path=str(home / "adapters" / "run-1" / "stage-0" / "predictions" / "mine.jsonl")))
+        s.add(Job(run_id=1, log_path=str(home / "logs" / "job-1.log")))
+        s.commit()
+    engine.dispose()
+
+    catalog = db.Catalog(settings)
+    assert db.current_revision(catalog.engine) == db.HEAD_REVISION
+    catalog.dispose()
+    path = Path(settings.db_url.removeprefix("sqlite:///"))
+    assert _rows(path, "SELECT name, source_path, images_dir, data_dir FROM tasks ORDER BY name") == [
+        ("mine", "/data/mine.jsonl", "/data", "tasks/mine"),
+        ("theirs", "cache/src.jsonl", "cache", str(other / "tasks" / "theirs"))]
+    assert _rows(path, "SELECT path FROM adapters") == [("adapters/run-1/stage-0/adapter",)]
+    assert _rows(path, "SELECT predictions_path FROM scores") == [("adapters/run-1/stage-0/predictions/mine.jsonl",)]
+    assert _rows(path, "SELECT log_path FROM jobs") == [("logs/job-1.log",)]
+    with db.Catalog(settings).session() as s:  # read back absolute, against the workspace
+        assert s.get(Task, 1).data_dir == str(home / "tasks" / "mine")
 
 
 # --- catalogs that would lose what is recorded -----------------------------------------------------

@@ -19,10 +19,11 @@ from sqlmodel import Session, create_engine
 
 from ..errors import Conflict, InvalidInput
 from ..settings import Settings
+from .paths import bind_workspace
 
 # The newest Alembic revision in migrations/versions. Checked against Alembic's own head by a
 # test, and used so that a catalog already at head is opened without importing Alembic.
-HEAD_REVISION = "0003_cka"
+HEAD_REVISION = "0004_relative_paths"
 BUSY_TIMEOUT_MS = 30_000
 DATA_DIRS = ("tasks", "adapters", "checkpoints")  # a workspace holding any of these has had a catalog
 
@@ -64,13 +65,18 @@ def current_revision(engine: Engine) -> str | None:
         return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring the catalog to `revision`; cheap no-op when it is already at head."""
+def upgrade(engine: Engine, revision: str = "head", *, home: Path | None = None) -> None:
+    """Bring the catalog to `revision`; cheap no-op when it is already at head.
+
+    `home` is the workspace the catalog belongs to: revisions that rewrite stored paths
+    (0004_relative_paths) need it, and only the caller knows it when HICL_DB_URL points elsewhere.
+    """
     if revision == "head" and current_revision(engine) == HEAD_REVISION:
         return
     from alembic import command
 
     cfg = alembic_config(engine)
+    cfg.attributes["home"] = home
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
@@ -123,10 +129,11 @@ class Catalog:
         if settings.db_url.startswith("sqlite"):
             settings.ensure()
         self.engine = make_engine(settings.db_url)
+        bind_workspace(self.engine, settings)
         if migrate:
             if not fresh:
                 refuse_fresh_beside_data(self.engine, settings)
-            upgrade(self.engine)
+            upgrade(self.engine, home=settings.home)
 
     @contextmanager
     def session(self) -> Iterator[Session]:

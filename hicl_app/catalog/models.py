@@ -9,6 +9,8 @@ from typing import Any, Optional
 from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from .paths import WorkspacePath
+
 
 def utcnow() -> datetime:
     """Aware UTC; SQLModel stores it as UTC and gives it back aware, on SQLite too."""
@@ -25,18 +27,18 @@ class Task(SQLModel, table=True):
 
     id: Optional[int] = Field(default=None, primary_key=True)
     name: str = Field(index=True, unique=True)
-    source_path: str
+    source_path: str = Field(sa_type=WorkspacePath)  # path columns: relative when inside the workspace
     source_sha256: str
     source_format: str  # llava | vqa
-    images_dir: str
-    test_source_path: Optional[str] = None
+    images_dir: str = Field(sa_type=WorkspacePath)
+    test_source_path: Optional[str] = Field(default=None, sa_type=WorkspacePath)
     test_source_sha256: Optional[str] = None
     test_fraction: Optional[float] = None
     split_seed: int = 0
     n_train: int
     n_test: int
     scorer: str
-    data_dir: str  # workspace folder holding the normalised train.jsonl / test.jsonl
+    data_dir: str = Field(sa_type=WorkspacePath)  # workspace folder holding the normalised train.jsonl / test.jsonl
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -80,7 +82,7 @@ class Adapter(SQLModel, table=True):
     run_id: int = Field(foreign_key="runs.id", index=True, ondelete="CASCADE")
     stage_id: int = Field(foreign_key="stages.id", index=True, ondelete="CASCADE")
     kind: str = "peft"
-    path: str
+    path: str = Field(sa_type=WorkspacePath)
     sha256: str  # of adapter_model.safetensors
     size_bytes: int
     files: dict = _json()  # relative path -> sha256, every file of the stage's state
@@ -100,7 +102,7 @@ class Score(SQLModel, table=True):
     score: float
     n: int
     scorer: str
-    predictions_path: Optional[str] = None
+    predictions_path: Optional[str] = Field(default=None, sa_type=WorkspacePath)
     details: dict = _json()
     created_at: datetime = Field(default_factory=utcnow)
 
@@ -139,7 +141,7 @@ class Job(SQLModel, table=True):
     progress: dict = _json()
     error: Optional[str] = Field(default=None, sa_column=Column(Text))
     traceback: Optional[str] = Field(default=None, sa_column=Column(Text))
-    log_path: Optional[str] = None
+    log_path: Optional[str] = Field(default=None, sa_type=WorkspacePath)
     created_at: datetime = Field(default_factory=utcnow)
     started_at: Optional[datetime] = None
     finished_at: Optional[datetime] = None
