@@ -281,7 +281,27 @@ def write_records(path: Path, records: list[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
+def relative_images(records: list[dict], folder: Path, workspace: Path) -> list[dict]:
+    """`records` with each image that lies inside `workspace` given relative to `folder` (where
+    the JSONL will live), so that a moved or copied workspace still finds its own images (the
+    demo's benchmark lives in the workspace); images elsewhere keep their absolute path."""
+    out = []
+    for record in records:
+        image = Path(record["image"])
+        if image.is_relative_to(workspace):
+            record = {**record, "image": Path(os.path.relpath(image, folder)).as_posix()}
+        out.append(record)
+    return out
+
+
 def load_records(path: str | os.PathLike) -> list[dict]:
-    """Normalised records written by `hicl add-task` (our own JSONL, one object a line)."""
+    """Normalised records written by `hicl add-task` (our own JSONL, one object a line), with
+    every image as an absolute path: a relative one is taken against the file's folder."""
+    folder = os.path.dirname(os.path.abspath(path))
     with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
+        records = [json.loads(line) for line in fh if line.strip()]
+    for record in records:
+        image = record.get("image")
+        if isinstance(image, str) and image and not os.path.isabs(image):
+            record["image"] = os.path.normpath(os.path.join(folder, image))
+    return records

@@ -14,6 +14,17 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from conftest import write_images, write_jsonl
+from engine_fixtures import read_jsonl
+
+
+def _task_file(folder: Path, n: int = 10) -> Path:
+    """A LLaVA task file with its images beside it in img/."""
+    names = write_images(folder / "img", n)
+    recs = [{"id": f"s{i}", "image": name, "conversations": [
+        {"from": "human", "value": "<image>\nWhat colour is it?"}, {"from": "gpt", "value": "blue"}]}
+        for i, name in enumerate(names)]
+    return write_jsonl(folder / "colour.jsonl", recs)
 
 
 def _relocate(cli, monkeypatch, src: Path, dst: Path, *, move: bool) -> None:
@@ -47,6 +58,46 @@ def test_task_rm_in_a_copied_workspace_leaves_the_original_intact(cli, home, tmp
 
 
 # --- a moved workspace keeps working ---------------------------------------------------------------
+def test_a_moved_workspace_starts_runs_on_its_own_images(cli, home, tmp_path, monkeypatch):
+    """The images live inside the workspace (as the demo's benchmark does): stored relative."""
+    assert cli("add-task", _task_file(home / "cache" / "src"), "--name", "colour").exit_code == 0
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "config.json").write_text("{}")
+    moved = tmp_path / "moved"
+    _relocate(cli, monkeypatch, home, moved, move=True)
+    res = cli("run", "start", "--method", "seq-lora", "--tasks", "colour", "--base", base, "--no-worker")
+    assert res.exit_code == 0, res.output
+    assert "went missing" not in res.stderr
+    assert str(home) not in (moved / "tasks" / "colour" / "train.jsonl").read_text()
+    shown = json.loads(cli("task", "show", "colour", "--json").stdout)
+    assert shown["data_dir"] == str(moved / "tasks" / "colour")
+    assert shown["source_path"] == str(moved / "cache" / "src" / "colour.jsonl")
+
+
+def test_a_moved_workspace_trains_a_stage(cli, home, tmp_path, monkeypatch, cl_tasks, tiny_base_dir):
+    src = home / "cache" / "color"
+    files = {}
+    for split, path in (("train", cl_tasks["color"].train_path), ("test", cl_tasks["color"].test_path)):
+        recs = read_jsonl(path)[:16 if split == "train" else 4]
+        for r in recs:
+            (src / "img").mkdir(parents=True, exist_ok=True)
+            shutil.copy(r["image"], src / "img" / Path(r["image"]).name)
+        files[split] = write_jsonl(src / f"{split}.jsonl", [
+            {"id": r["id"], "image": f"img/{Path(r['image']).name}", "question": r["question"], "answer": r["answer"]}
+            for r in recs])
+    res = cli("add-task", files["train"], "--test", files["test"], "--name", "color", "--scorer", "exact")
+    assert res.exit_code == 0, res.output
+    moved = tmp_path / "moved"
+    _relocate(cli, monkeypatch, home, moved, move=True)
+    res = cli("run", "start", "--method", "seq-lora", "--tasks", "color", "--base", tiny_base_dir,
+              "--max-steps", "2", "--batch-size", "4", "--wait", "--json")
+    assert res.exit_code == 0, res.output
+    detail = json.loads(cli("run", "show", "1", "--json").stdout)
+    assert detail["status"] == "completed"
+    assert Path(detail["adapters"][0]["path"]).is_relative_to(moved)
+
+
 def test_a_moved_workspace_pushes_its_adapters(cli, home, tmp_path, monkeypatch):
     from sqlmodel import select
 

@@ -9,7 +9,7 @@ from sqlmodel import Session, select
 
 from ..errors import Conflict, InvalidInput, NotFound
 from ..fsio import publish_dir, staging_dir
-from ..taskfile import check_name, default_name, guess_scorer, parse_task_file, split_records, write_records
+from ..taskfile import check_name, default_name, guess_scorer, parse_task_file, relative_images, split_records, write_records
 from .db import Catalog
 from .models import Run, Task
 
@@ -58,8 +58,8 @@ def add_task(
                        hint="remove it or choose another --name")
     staged = staging_dir(final)
     try:
-        write_records(staged / "train.jsonl", train_records)
-        write_records(staged / "test.jsonl", test_records)
+        write_records(staged / "train.jsonl", relative_images(train_records, final, catalog.settings.home))
+        write_records(staged / "test.jsonl", relative_images(test_records, final, catalog.settings.home))
         row = Task(
             name=name, source_path=str(file.resolve()), source_sha256=train.sha256, source_format=train.source_format,
             images_dir=str(Path(images).resolve() if images else file.resolve().parent),
