@@ -55,6 +55,28 @@ def test_task_rm_in_a_copied_workspace_leaves_the_original_intact(cli, home, tmp
     assert [t["name"] for t in json.loads(cli("tasks", "--json").stdout)] == ["colour"]
 
 
+@pytest.mark.parametrize("how", ["outside", "dotdot", "symlink", "other-task"])
+def test_task_rm_refuses_a_folder_that_is_not_its_own(cli, home, tmp_path, llava_file, how):
+    assert cli("add-task", llava_file).exit_code == 0
+    assert cli("add-task", llava_file, "--name", "other").exit_code == 0
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious.txt").write_text("keep me")
+    task_dir = home / "tasks" / "colour"
+    target = {"outside": str(victim), "dotdot": str(home / "tasks" / ".." / ".." / "victim"),
+              "symlink": None, "other-task": str(home / "tasks" / "other")}[how]
+    if how == "symlink":
+        shutil.rmtree(task_dir)
+        task_dir.symlink_to(victim, target_is_directory=True)
+    else:
+        with sqlite3.connect(home / "hicl.db") as conn:
+            conn.execute("UPDATE tasks SET data_dir=? WHERE name='colour'", (target,))
+    res = cli("task", "rm", "colour")
+    assert res.exit_code == 5, res.output
+    assert "refusing to delete" in res.stderr and "nothing was removed" in res.stderr
+    assert (victim / "precious.txt").read_text() == "keep me"
+    assert (home / "tasks" / "other" / "train.jsonl").is_file()
+    assert cli("task", "show", "colour").exit_code == 0
 
 
 # --- a moved workspace keeps working ---------------------------------------------------------------

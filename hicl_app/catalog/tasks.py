@@ -103,9 +103,21 @@ def remove_task(catalog: Catalog, name: str, *, force: bool = False) -> None:
         if users and not force:
             raise Conflict(f"task {name!r} is used by run(s) {', '.join(map(str, users))}",
                            hint="pass --force to remove it anyway (those runs can no longer resume)")
-        data_dir = Path(task.data_dir)
+        data_dir = _own_folder(catalog, task)
         s.delete(task)
     shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _own_folder(catalog: Catalog, task: Task) -> Path:
+    """The task's folder, only when it is this workspace's `tasks/<name>` once resolved (symlinks
+    included): a row copied from another workspace or tampered with must not delete anything."""
+    expected = catalog.settings.tasks.resolve() / task.name
+    if Path(task.data_dir).resolve() != expected:
+        raise Conflict(f"task {task.name!r} records its data at {task.data_dir}, which is not this workspace's "
+                       f"{expected}: refusing to delete it; nothing was removed",
+                       hint="the catalog row comes from another workspace or was edited; fix its data_dir "
+                            "or restore the workspace's catalog")
+    return expected
 
 
 def missing_images(task: Task, limit: int = 5) -> list[str]:
