@@ -344,3 +344,29 @@ def test_bad_arguments(cli, run_id, hub):
     fails(push(cli, "404", "--hub", "alice/r"), 4, "no run")
     assert hub.requests == []
     assert os.environ["HF_TOKEN"] == TOKEN
+
+
+def test_the_card_says_what_loads_a_method_whose_model_is_not_its_peft_adapter(home, run_id):
+    from sqlmodel import select
+
+    from hicl_app.catalog.db import Catalog
+    from hicl_app.catalog.models import Adapter
+    from hicl_app.fsio import sha256_file
+    from hicl_app.hub.bundle import build_bundle
+    from hicl_app.settings import Settings
+
+    with Catalog(Settings.resolve()).session() as s:
+        plain = build_bundle(s, run_id, repo_id="alice/x")
+        assert plain.manifest["answering_model"]["peft"]  # no export recorded: the adapter is the model
+        adapter = s.exec(select(Adapter).where(Adapter.run_id == run_id).order_by(Adapter.id.desc())).first()
+        manifest = Path(adapter.path).parent / "stage.json"
+        manifest.write_text(json.dumps({"export": {"files": ["state/anchors.safetensors"], "peft": False,
+                                                   "loader": "hicl: get_method('hide').load(base, stage_dir)"}}))
+        adapter.files = {**adapter.files, "stage.json": sha256_file(manifest)}
+        s.add(adapter)
+        s.flush()
+        bundle = build_bundle(s, run_id, repo_id="alice/x")
+    card = next(u.data for u in bundle.uploads if u.path_in_repo == "README.md").decode()
+    assert "**not** the PEFT adapter" in card and "get_method('hide').load" in card
+    assert bundle.manifest["answering_model"]["files"] == ["stages/stage-1/state/anchors.safetensors"]
+    assert "stages/stage-1/state/anchors.safetensors" in bundle.manifest["files"]

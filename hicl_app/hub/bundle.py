@@ -6,7 +6,8 @@ Layout of the repo (one commit):
     README.md                      model card (library_name: peft, base_model, tags, matrix)
     hicl.json                      manifest: method, config, task order and hashes, every file's sha256
     adapter_config.json            the chosen stage's adapter, PEFT layout, so that
-    adapter_model.safetensors      PeftModel.from_pretrained(base, REPO_ID) works
+    adapter_model.safetensors      PeftModel.from_pretrained(base, REPO_ID) works (the whole model
+                                   for a LoRA method; the card says what loads hide or llava-c)
     stages/stage-<i>/...           every stage up to the chosen one: its adapter and method state,
                                    exactly the files its catalog row lists
 
@@ -113,6 +114,7 @@ def build_bundle(session: Session, run_ref: str | int, *, repo_id: str, stage: i
                               "adapter": _adapter_rel(adapters[i]),
                               "files": {rel: up.sha256 for rel, up in sorted(files.items())}})
     root = _root_adapter(adapters[stage], verified[stage])
+    answering = _export(verified[stage], stage)
     uploads = [replace(up, path_in_repo=name) for name, up in root] + uploads
 
     names, matrix, zero = accuracy_matrix(session, run)
@@ -131,6 +133,7 @@ def build_bundle(session: Session, run_ref: str | int, *, repo_id: str, stage: i
         "tasks": tasks,
         "stages": stage_entries,
         "root_adapter": {"stage": stage, "files": {name: up.sha256 for name, up in root}},
+        "answering_model": answering,
         "matrix": rows,
         "zero_shot": zero,
         "metrics": clmetrics.compute(rows, zero, joint=len(stages) == 1),
@@ -141,6 +144,19 @@ def build_bundle(session: Session, run_ref: str | int, *, repo_id: str, stage: i
     uploads = [_generated(CARD_NAME, card_bytes), _generated(MANIFEST_NAME, manifest_bytes)] + uploads
     return Bundle(run_id=run.id, run_name=run.name, stage_index=stage, n_stages=len(stages), run_status=run.status,
                   uploads=tuple(uploads), manifest=manifest)
+
+
+def _export(files: dict[str, Upload], stage: int) -> dict:
+    """What answers after the stage, as its method said in its stage.json (`Method.export`): the
+    files under `stages/stage-<k>/`, and whether plain PEFT loads that model."""
+    manifest = files.get("stage.json")
+    data = manifest.data if manifest is not None and manifest.data is not None else (
+        manifest.source.read_bytes() if manifest is not None else b"{}")
+    export = json.loads(data or b"{}").get("export")
+    if not export:  # a stage trained before methods declared their export: the adapter is all we know
+        return {"files": [], "peft": True, "loader": "PeftModel.from_pretrained(base, REPO_ID)"}
+    return {"files": [f"stages/stage-{stage}/{f}" for f in export["files"]], "peft": bool(export["peft"]),
+            "loader": export["loader"]}
 
 
 def _generated(name: str, data: bytes) -> Upload:
@@ -239,13 +255,7 @@ def model_card(run: Run, manifest: dict, repo_id: str) -> str:
         "",
         "## Use",
         "",
-        "```python",
-        "from peft import PeftModel",
-        "from transformers import AutoModelForImageTextToText",
-        "",
-        f'base = AutoModelForImageTextToText.from_pretrained("{load_base}")',
-        f'model = PeftModel.from_pretrained(base, "{repo_id}")',
-        "```",
+        *_usage(manifest["answering_model"], load_base, repo_id, run.method),
         "",
         f"Every stage up to this one is kept under `stages/stage-<i>/` (its adapter and method state, "
         f"safetensors); `{MANIFEST_NAME}` lists the method, its configuration and every file's sha256.",
@@ -259,7 +269,8 @@ def model_card(run: Run, manifest: dict, repo_id: str) -> str:
         "",
         "## Accuracy matrix",
         "",
-        "Row = after training stage, column = task; scores in points (accuracy %, or for caption tasks the mean of BLEU-1..4, ROUGE-L and CIDEr-D x100, which can pass 100).",
+        "Row = after training stage, column = task; scores in points (accuracy %, or for caption tasks the mean of "
+        "BLEU-1..4, ROUGE-L and CIDEr-D x100, which can pass 100).",
         "",
         _md_table(["after stage"] + names,
                   ([["zero-shot"] + [_num(v) for v in manifest["zero_shot"]]] if manifest["zero_shot"] else [])
@@ -275,6 +286,21 @@ def model_card(run: Run, manifest: dict, repo_id: str) -> str:
         "",
     ]
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines)))
+
+
+def _usage(answering: dict, load_base: str, repo_id: str, method: str) -> list[str]:
+    """How to load the model that answers: plain PEFT where that is the whole model, else what the
+    method says (its routing state or consolidated delta is not a PEFT adapter)."""
+    peft = ["```python", "from peft import PeftModel", "from transformers import AutoModelForImageTextToText", "",
+            f'base = AutoModelForImageTextToText.from_pretrained("{load_base}")',
+            f'model = PeftModel.from_pretrained(base, "{repo_id}")', "```"]
+    if answering["peft"]:
+        return peft
+    files = ", ".join(f"`{f}`" for f in answering["files"])
+    return [f"The model that answers after this stage is **not** the PEFT adapter at the root: {method} keeps "
+            f"more state ({files}). It loads with {answering['loader']}.", "",
+            "The root adapter is this stage's own LoRA; it loads with plain PEFT but is not the scored model:", "",
+            *peft]
 
 
 def _num(value) -> str:
