@@ -83,7 +83,8 @@ def parse_run_form(method: str | None, tasks: list[str], base: str, name: str, v
         from ..engine.methods import get_method
 
         try:
-            get_method(method, given)
+            typed = get_method(method, given).options
+            given = {k: getattr(typed, k) for k in given}  # recorded as the CLI's flags would
         except EngineError as exc:
             problems.append(f"{method} options: {exc}")
     if problems:

@@ -9,8 +9,8 @@ from hicl_app.catalog import queue
 from hicl_app.catalog.models import Job, Run, Stage, Task
 from hicl_app.errors import Conflict
 from hicl_app.services.launch import start_run
+from hicl_app.services.run_config import run_config
 from hicl_app.tui.app import HiclApp
-from hicl_app.tui.forms import run_config
 from hicl_app.tui.screens.add_task import AddTaskScreen
 from hicl_app.tui.screens.dashboard import DashboardScreen
 from hicl_app.tui.screens.file_picker import FilePickerScreen
@@ -31,7 +31,7 @@ def catalog(home):
 def three_stage_run(catalog, tmp_path):
     add_tasks(catalog, tmp_path / "data", ["alpha", "beta", "gamma"])
     run = start_run(catalog, method="seq-lora", tasks=["alpha", "beta", "gamma"], base=str(fake_base(tmp_path)),
-                    name="r", config=run_config(max_steps=6))
+                    name="r", config=run_config(train={"max_steps": 6}))
     with catalog.session() as s:
         jobs = [j.id for j in s.exec(select(Job).where(Job.run_id == run.id).order_by(Job.id))]
     return run.id, jobs
@@ -258,6 +258,35 @@ async def test_start_run_form_records_the_run_in_the_order_ticked(catalog, tmp_p
         assert (run.name, run.method, run.task_order) == ("from-tui", "seq-lora", ["gamma", "alpha"])
         assert run.config["train"]["rank"] == 4 and run.config["train"]["max_steps"] == 3
         assert len(list(s.exec(select(Job).where(Job.run_id == run.id)))) == 2
+
+
+@async_test
+async def test_start_run_form_offers_the_chosen_methods_own_options(catalog, tmp_path):
+    add_tasks(catalog, tmp_path / "data", ["alpha", "beta"])
+    base = fake_base(tmp_path)
+    app = HiclApp(catalog, poll_interval=None)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await pilot.press("s")
+        form = app.screen
+        await settle(pilot)
+        assert not form.query("#method-options Input")  # seq-lora has no options
+        form.query_one("#method").value = "hide"
+        await settle(pilot)
+        fields = [i.id for i in form.query("#method-options Input")]
+        assert "opt-expand" in fields and "opt-tau" in fields and len(fields) == 13
+        for name in ("alpha", "beta"):
+            form.query_one("#tasks").select(name)
+        await _fill(pilot, {"base": str(base), "opt-tau": "0.5", "opt-expand": "sideways"})
+        await pilot.click("#submit")
+        await settle(pilot)
+        assert "expand must be top, auto or a comma-separated list" in str(form.query_one("#error").render())
+        await _fill(pilot, {"opt-expand": "auto"})
+        await pilot.click("#submit")
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen), what="the new run's screen")
+    with catalog.session() as s:
+        run = s.exec(select(Run)).one()
+        assert run.method == "hide" and run.config["method_options"] == {"tau": 0.5, "expand": "auto"}
 
 
 @async_test

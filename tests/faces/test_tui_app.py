@@ -6,8 +6,8 @@ from tui_support import FakeEngine, add_tasks, async_test, cell_texts, fake_base
 
 from hicl_app.bench.tui_paint import populate
 from hicl_app.services.launch import start_run
+from hicl_app.services.run_config import run_config
 from hicl_app.tui.app import HiclApp
-from hicl_app.tui.forms import run_config
 from hicl_app.tui.prefs import load_prefs
 from hicl_app.tui.screens.compare import CompareScreen
 from hicl_app.tui.screens.dashboard import DashboardScreen
@@ -170,7 +170,7 @@ async def test_command_palette_opens_a_run(busy):
 def live_run(catalog, tmp_path, monkeypatch):
     """A two-stage seq-lora run on two small tasks, with a fake engine the real worker runs."""
     add_tasks(catalog, tmp_path / "data", ["alpha", "beta"])
-    config = run_config(max_steps=6)
+    config = run_config(train={"max_steps": 6})
     run = start_run(catalog, method="seq-lora", tasks=["alpha", "beta"], base=str(fake_base(tmp_path)),
                     name="live", config=config)
     engine = FakeEngine(steps=6, hold_stage=0).install(monkeypatch)
