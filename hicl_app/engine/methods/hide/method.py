@@ -15,6 +15,20 @@ cross-task linear or RBF CKA, measured on the same probe inputs for every task's
 a threshold. The routing encoders are the model's own vision tower and input embeddings (pooled),
 or a CLIP-style dual encoder. Routing weights are per sample, so batched inference equals one by
 one.
+
+Serving many expanded layers: `--routing top1` runs each sample on its highest-weight expert
+alone (one rank-r path per layer instead of t). A batch whose samples all pick one expert runs
+with that expert merged into the expanded weights (the cost of base + one merged LoRA);
+`generate` on a mixed batch runs each expert's samples in turn with their expert merged, and a
+plain forward of a mixed batch takes each expert's low-rank path with the original tensors
+swapped back (`--merge-top1 false`: always the paths). `--expert-rank K` keeps each expert in the
+HiDe state as the best rank-K approximation of each module's `B·A` (truncated SVD at the end of
+its stage), so the state holds fewer parameters; the stage's PEFT adapter keeps the trained rank.
+
+State under a stage folder: `hide/experts.safetensors` (every expert so far),
+`hide/anchors.safetensors` and `hide/manifest.json` (tasks, scales, encoder, expanded layers,
+probes, CKA); the routed model is rebuilt from it alone. `hicl analyze cka RUN` prints the
+cross-task CKA per layer that `--expand auto` reads.
 """
 
 from __future__ import annotations

@@ -12,16 +12,31 @@ Spectral-aware consolidation (SAC), for task balance. After task t, with the tas
 Plain addition (`--sac off`) over-weights directions the tasks share; dividing by the overlap
 `c_k ∈ [1, 2]` (`--sac-gamma`, default 1) evens them out, and keeping the top `r_cons` directions
 (`--sac-rank`, default twice the LoRA rank) bounds the consolidated rank whatever the number of
-tasks. `--sac-overlap aligned` measures a direction's shares by the alignment of the two
-contributions instead, which does not read independent directions that the SVD mixed as shared.
+tasks. The SVD runs on the factored form (a QR of each factor and the SVD of a small core), one
+layer at a time, never on a dense d×d matrix. `--sac-overlap aligned` measures the two
+contributions as vectors instead, `a_k = D v_k`, `b_k = Δ v_k`, `a'_k = Dᵀ u_k`, `b'_k = Δᵀ u_k`:
+
+    c_k = 1 + cos⁺(a_k, b_k) · cos⁺(a'_k, b'_k) · min(|a_k|, |b_k|) / max(|a_k|, |b_k|)
+
+which is 2 for identical deltas, as above, but 1 for independent tasks whose directions the SVD
+of `D + Δ` merely mixes because their singular values nearly tie (the projection form reads them
+as half shared).
 
 Unsupervised inquiry regularization (UIR), against base-model degradation. Inquiries are
 instructions without answers (the task's own questions and a pool of general ones). The loss adds
 
     λ · mean over inquiry tokens of ‖h(x) − h_ref(x)‖²      (or 1 − cos: `--uir-distance cos`)
 
-with `h` the last hidden state of the text-only inquiry under the current LoRA and `h_ref` the
-same with the adapter off, computed once per stage (`--uir-weight` λ, default 0.01).
+with `h` the language model's last hidden state (after the final norm) of the text-only inquiry
+under the current LoRA and `h_ref` the same with the adapter off: the stage's starting model,
+with no second model in memory, computed once per stage (`--uir-weight` λ, default 0.01). Each
+step draws `--uir-batch` inquiries, half from the stage's own questions (at most 256 per task),
+half from a built-in pool of general questions (never the held-out general task's prompts), as a
+function of (seed, step), so a resumed stage repeats them.
+
+Continual pretraining: `--pretrain-task NAME` tunes only the projector on that task's pairs for
+`--pretrain-steps` at `--pretrain-lr` before the first stage's LoRA (checkpointed and resumed like
+any training); later stages and evaluation use the tuned projector.
 
 Files: the stage's own LoRA in PEFT layout (`adapter/`, relative to the consolidated model it was
 trained on), `D_t` as low-rank factors (`sac/consolidated.safetensors` + `sac/manifest.json`,
