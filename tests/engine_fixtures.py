@@ -1,8 +1,7 @@
 """Session-wide engine fixtures: a pretrained tiny LLaVA and a small synthetic continual benchmark.
 
-Both are built once per test process (a module-level cache guards against the fixtures being
-imported into several modules, which would otherwise give each module its own "session"
-instance). Tasks share one pool of images and one answer vocabulary on purpose: "What color is
+Both are built once per test process: `tests/conftest.py` registers this module as a plugin, so
+tests take the fixtures by name and import only its helper functions. Tasks share one pool of images and one answer vocabulary on purpose: "What color is
 the shape?" and "What color is the background?" ask about the same pictures and answer with the
 same words, so training on one overwrites the other, which is the forgetting the methods fight.
 """
@@ -27,9 +26,6 @@ CAPTION = "Describe the image."
 IMAGE_SIZE = 32
 N_TRAIN, N_TEST = 128, 32
 PRETRAIN_STEPS = 200
-
-_cache: dict[str, object] = {}
-
 
 def draw_scenes(folder: Path, n: int, seed: int) -> list[dict]:
     """n PNG scenes (one shape on a differently coloured background) and what they show."""
@@ -95,17 +91,13 @@ def _build_tasks(root: Path) -> dict:
 @pytest.fixture(scope="session")
 def tiny_base_dir(tmp_path_factory) -> Path:
     """A saved tiny LLaVA, briefly pretrained on captions so LoRA can learn questions fast."""
-    if "base" not in _cache:
-        _cache["base"] = _build_base(tmp_path_factory.mktemp("engine-base"))
-    return _cache["base"]
+    return _build_base(tmp_path_factory.mktemp("engine-base"))
 
 
 @pytest.fixture(scope="session")
 def cl_tasks(tmp_path_factory) -> dict:
     """{"color", "bg", "tone"} -> TaskData with train.jsonl (128) / test.jsonl (32) files."""
-    if "tasks" not in _cache:
-        _cache["tasks"] = _build_tasks(tmp_path_factory.mktemp("engine-tasks"))
-    return _cache["tasks"]
+    return _build_tasks(tmp_path_factory.mktemp("engine-tasks"))
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from conftest import write_images, write_jsonl
 
 from hicl_app.catalog.db import Catalog
-from hicl_app.settings import Settings
+from hicl_app.core.settings import Settings
 
 
 def async_test(fn):

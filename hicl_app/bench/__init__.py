@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-from ..errors import InvalidInput
+from ..core.errors import InvalidInput
 from .core import Result
 
 #: benchmark name -> module, in the order they run

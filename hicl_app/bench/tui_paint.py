@@ -24,7 +24,7 @@ from sqlalchemy import insert
 
 from ..catalog.db import Catalog
 from ..catalog.models import Adapter, CurvePoint, Job, Run, Score, Stage, Task
-from ..settings import Settings
+from ..core.settings import Settings
 
 TASKS = ("arxivqa", "clevr-math", "flickr30k", "iconqa", "imagenet-r", "vizwiz")
 SCORERS = ("relaxed", "exact", "caption", "choice", "exact", "relaxed")
@@ -134,7 +134,7 @@ def paint_in_process(catalog: Catalog, size: tuple[int, int] = (80, 24)) -> floa
 def paint_fresh_process(home: Path, size: tuple[int, int] = (80, 24)) -> float:
     """Seconds from starting a new Python to the dashboard's data on screen, imports included."""
     code = ("import sys, time, asyncio\n"
-            "from hicl_app.settings import Settings\n"
+            "from hicl_app.core.settings import Settings\n"
             "from hicl_app.catalog.db import Catalog\n"
             "from hicl_app.tui.app import HiclApp\n"
             f"app = HiclApp(Catalog(Settings.resolve({str(home)!r})), poll_interval=None, exit_on_first_paint=True)\n"

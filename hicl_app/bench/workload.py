@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from ..core.errors import InvalidInput
 from ..engine.spec import TaskData
-from ..errors import InvalidInput
 
 N_TASKS = 6
 N_TRAIN = 32
@@ -42,7 +42,7 @@ class Workload:
 
     @staticmethod
     def task_records(task: TaskData, split: str) -> list[dict]:
-        from ..taskfile import load_records
+        from ..core.taskfile import load_records
 
         return load_records(task.train_path if split == "train" else task.test_path)
 
@@ -85,7 +85,7 @@ def check_base(base: str | os.PathLike) -> Path:
 def _normalised_tasks(cache: Path, seed: int) -> list[TaskData]:
     """The synthetic tasks as normalised JSONL (what `add-task` stores), generated once."""
     from ..builtin.synth import generate, read_manifest
-    from ..taskfile import parse_task_file, write_records
+    from ..core.taskfile import parse_task_file, write_records
 
     folder = cache / f"bench-synth-s{seed}-t{N_TASKS}-n{N_TRAIN}x{N_TEST}"
     if not (folder / "manifest.json").is_file():

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..catalog.db import Catalog
-from ..errors import Conflict, InvalidInput
+from ..core.errors import Conflict, InvalidInput
 from ..services.method_options import check_method, parse_variant
 from ..services.run_config import run_config
 from .tinybase import BaseRecipe
@@ -103,7 +103,7 @@ def _add_tasks(catalog: Catalog, folder: Path, manifest: dict, log: Log) -> list
 
     from ..catalog.models import Task
     from ..catalog.tasks import add_task
-    from ..fsio import sha256_file
+    from ..core.fsio import sha256_file
 
     names = []
     for entry in manifest["tasks"] + [manifest["general"]]:
@@ -236,7 +236,7 @@ def _worker_process(home: str, db_url: str, run_ids: list[int], threads: int) ->
 
     import torch
 
-    from ..settings import Settings
+    from ..core.settings import Settings
     from ..worker.loop import Worker
 
     torch.set_num_threads(threads)

@@ -13,7 +13,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..fsio import atomic_write_json
+from ..core.fsio import atomic_write_json
 
 RECIPE_FILE = "hicl-tiny-base.json"
 #: 2: the vision tower is pretrained on scene attributes first, then frozen; 3: on many distinct
@@ -53,7 +53,7 @@ def is_built(out_dir: Path, recipe: BaseRecipe) -> bool:
 
 def build(out_dir: str | Path, recipe: BaseRecipe = BaseRecipe(), on_event=None) -> Path:
     """Build the tokenizer and model, pretrain on synthetic descriptions, save with a recipe marker."""
-    from ..taskfile import parse_task_file
+    from ..core.taskfile import parse_task_file
     from .synth import generate, vocabulary_corpus
     from .tiny import build_tiny_base, pretrain
 

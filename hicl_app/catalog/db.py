@@ -17,8 +17,8 @@ from sqlalchemy import event, inspect, make_url, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, create_engine
 
-from ..errors import Conflict, InvalidInput
-from ..settings import Settings
+from ..core.errors import Conflict, InvalidInput
+from ..core.settings import Settings
 from .paths import bind_workspace
 
 # The newest Alembic revision in migrations/versions. Checked against Alembic's own head by a

@@ -1,5 +1,5 @@
 """SQLModel tables. Any change here needs an Alembic revision in migrations/versions/
-(tests/test_migrations.py fails on drift)."""
+(tests/services/test_migrations.py fails on drift)."""
 
 from __future__ import annotations
 

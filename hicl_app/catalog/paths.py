@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.types import TypeDecorator
 from sqlmodel.sql.sqltypes import AutoString
 
-from ..settings import Settings
+from ..core.settings import Settings
 
 _ATTR = "hicl_settings"
 

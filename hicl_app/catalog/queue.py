@@ -20,7 +20,7 @@ from sqlalchemy import text, update
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, select
 
-from ..errors import Conflict, HiclError, NotFound
+from ..core.errors import Conflict, HiclError, NotFound
 from .db import Catalog
 from .models import Job, Run, Stage, utcnow
 

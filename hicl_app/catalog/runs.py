@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlmodel import Session, select
 
-from ..errors import NotFound
+from ..core.errors import NotFound
 from .models import Adapter, CurvePoint, Event, Job, Run, Score, Stage, utcnow
 
 

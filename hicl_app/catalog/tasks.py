@@ -7,9 +7,9 @@ from pathlib import Path
 
 from sqlmodel import Session, select
 
-from ..errors import Conflict, InvalidInput, NotFound
-from ..fsio import publish_dir, staging_dir
-from ..taskfile import check_name, default_name, guess_scorer, parse_task_file, relative_images, split_records, write_records
+from ..core.errors import Conflict, InvalidInput, NotFound
+from ..core.fsio import publish_dir, staging_dir
+from ..core.taskfile import check_name, default_name, guess_scorer, parse_task_file, relative_images, split_records, write_records
 from .db import Catalog
 from .models import Run, Task
 
@@ -122,7 +122,7 @@ def _own_folder(catalog: Catalog, task: Task) -> Path:
 
 def missing_images(task: Task, limit: int = 5) -> list[str]:
     """Image files that went missing since `add-task` (checked before a run trains)."""
-    from ..taskfile import load_records
+    from ..core.taskfile import load_records
 
     missing: list[str] = []
     for split in ("train.jsonl", "test.jsonl"):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import InvalidInput
+from ..core.errors import InvalidInput
 from .context import AppContext, pass_app
 from .output import emit_json, info, table
 
@@ -51,8 +51,8 @@ def _sources(session, run) -> tuple[dict, list[str]]:
 
 def _probe_records(session, task_names: list[str], per_task: int, seed: int) -> list[dict]:
     from ..catalog.tasks import get_task
+    from ..core.taskfile import load_records
     from ..engine.analysis.probe import pick_probes
-    from ..taskfile import load_records
 
     probes = []
     for name in task_names:

@@ -8,7 +8,7 @@ import time
 
 import click
 
-from ..errors import HiclError
+from ..core.errors import HiclError
 from .context import AppContext, pass_app
 from .output import emit_json, info, table
 

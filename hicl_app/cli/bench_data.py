@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..errors import Conflict
+from ..core.errors import Conflict
 from .output import emit_json, info, table
 
 

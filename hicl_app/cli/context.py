@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import click
 
-from ..settings import Settings
+from ..core.settings import Settings
 
 
 @dataclass

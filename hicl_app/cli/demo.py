@@ -8,7 +8,7 @@ import time
 import click
 
 from ..builtin.tinybase import BaseRecipe
-from ..settings import Settings
+from ..core.settings import Settings
 from .context import AppContext, pass_app
 from .output import emit_json, fmt_num, info, table
 from .runs import _general_line

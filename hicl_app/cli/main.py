@@ -7,8 +7,8 @@ import sys
 import click
 
 from .. import __version__
-from ..errors import HiclError
-from ..settings import Settings
+from ..core.errors import HiclError
+from ..core.settings import Settings
 from .context import AppContext
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..errors import InvalidInput
+from ..core.errors import InvalidInput
 from .context import AppContext, pass_app
 from .output import emit_json
 from .runs import _general_line, _metrics_line

@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from ..errors import InvalidInput
+from ..core.errors import InvalidInput
 from .context import AppContext, pass_app
 from .output import emit_json, info, table
 from .runs import _size

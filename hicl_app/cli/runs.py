@@ -6,8 +6,8 @@ import sys
 
 import click
 
+from ..core.errors import InvalidInput
 from ..engine.config import EvalConfig, TrainConfig
-from ..errors import InvalidInput
 from ..services.run_config import default, run_config
 from .context import AppContext, pass_app
 from .output import emit_json, fmt_num, info, table

@@ -1,7 +1,7 @@
 """Engine failures a user can act on, and the cooperative-stop signal.
 
 `EngineError` derives from the project's `HiclError` so the CLI renders it like any other user
-error (message + hint); the engine stays free of any CLI import because `hicl_app.errors` is
+error (message + hint); the engine stays free of any CLI import because `hicl_app.core.errors` is
 pure Python.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import HiclError
+from ..core.errors import HiclError
 
 
 class EngineError(HiclError):

@@ -16,8 +16,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..fsio import atomic_write_json, sha256_file
-from ..taskfile import load_records
+from ..core.fsio import atomic_write_json, sha256_file
+from ..core.taskfile import load_records
 from .config import EvalConfig, ModelConfig, to_dict
 from .errors import EngineError, Stopped
 from .eval.evaluate import evaluate_task

@@ -27,8 +27,8 @@ from .. import __version__
 from ..catalog.models import Adapter, Run, Task
 from ..catalog.runs import accuracy_matrix, adapters_of, get_run, stages_of
 from ..core import clmetrics
-from ..errors import Conflict, InvalidInput, NotFound
-from ..fsio import sha256_file
+from ..core.errors import Conflict, InvalidInput, NotFound
+from ..core.fsio import sha256_file
 
 MANIFEST_NAME = "hicl.json"
 CARD_NAME = "README.md"

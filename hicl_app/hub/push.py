@@ -18,7 +18,7 @@ from typing import Iterator
 from ..catalog.db import Catalog
 from ..catalog.models import Push
 from ..catalog.runs import add_event
-from ..errors import Conflict, HiclError, InvalidInput
+from ..core.errors import Conflict, HiclError, InvalidInput
 from .bundle import Bundle
 
 LOGIN_HINT = "set HF_TOKEN to a token with write access, or run `hf auth login`"

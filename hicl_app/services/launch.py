@@ -8,7 +8,7 @@ from ..catalog.db import Catalog
 from ..catalog.models import Run
 from ..catalog.runs import create_run
 from ..catalog.tasks import get_task, missing_images
-from ..errors import InvalidInput
+from ..core.errors import InvalidInput
 from .method_options import check_method
 
 

@@ -9,7 +9,7 @@ import json
 import re
 from typing import Any, Iterable
 
-from ..errors import InvalidInput
+from ..core.errors import InvalidInput
 
 
 def parse_value(text: str) -> Any:

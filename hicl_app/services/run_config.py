@@ -10,9 +10,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from ..core.errors import InvalidInput
 from ..engine.config import EvalConfig, ModelConfig, TrainConfig, from_dict, to_dict
 from ..engine.errors import EngineError
-from ..errors import InvalidInput
 
 
 def default(section: type, name: str) -> Any:

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ..core.errors import InvalidInput
 from ..engine.config import TrainConfig
-from ..errors import InvalidInput
 from ..services.run_config import default, run_config
 
 #: The form's hyper-parameter fields: (key, label, type, default).

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from ..fsio import atomic_write_json
-from ..settings import Settings
+from ..core.fsio import atomic_write_json
+from ..core.settings import Settings
 
 FILE = "tui.json"
 

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from ..catalog import queue
     from ..catalog.db import Catalog
-    from ..settings import Settings
+    from ..core.settings import Settings
     from .context import JobContext
     from .kinds import execute, install_stop_signals
 

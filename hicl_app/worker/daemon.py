@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..settings import Settings
+from ..core.settings import Settings
 
 LOCK = "worker.lock"
 SPAWN_LOCK = "worker-spawn.lock"
@@ -89,7 +89,7 @@ def start_background_worker(settings: Settings, idle_exit: float = IDLE_EXIT, ti
         # waiting on the spawn lock then sees it alive
         while not worker_alive(settings):
             if proc.poll() is not None:
-                from ..errors import HiclError
+                from ..core.errors import HiclError
 
                 raise HiclError(f"the background worker exited at once (code {proc.returncode})",
                                 hint=f"see {log_path}; `hicl worker` runs one in the foreground")

@@ -19,8 +19,8 @@ from typing import Callable
 
 from ..catalog import queue
 from ..catalog.runs import add_event
-from ..errors import HiclError
-from ..fsio import atomic_write_json
+from ..core.errors import HiclError
+from ..core.fsio import atomic_write_json
 from .context import CANCEL, LEASE, JobContext
 
 

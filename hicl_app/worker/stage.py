@@ -19,7 +19,7 @@ from ..catalog.db import Catalog
 from ..catalog.models import Adapter, CurvePoint, Job, Run, Stage, utcnow
 from ..catalog.runs import add_event, scores_of, stages_of, upsert_score
 from ..catalog.tasks import get_task, missing_images
-from ..errors import HiclError
+from ..core.errors import HiclError
 from .context import LEASE, JobContext
 
 
@@ -259,6 +259,6 @@ def _record_result(ctx: JobContext, run: Run, stage: Stage, spec, result) -> Non
 
 
 def _sha(path: Path) -> str:
-    from ..fsio import sha256_file
+    from ..core.fsio import sha256_file
 
     return sha256_file(path) if path.is_file() else ""

@@ -8,8 +8,8 @@ import pytest
 from engine_fixtures import quick_lora
 
 from hicl_app.bench import MODULES, select
-from hicl_app.errors import InvalidInput
-from hicl_app.taskfile import load_records
+from hicl_app.core.errors import InvalidInput
+from hicl_app.core.taskfile import load_records
 
 
 def test_only_selects_known_benchmarks_in_suite_order():

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from engine_fixtures import quick_lora, read_jsonl
 
+from hicl_app.core.taskfile import load_records
 from hicl_app.engine.config import EvalConfig
 from hicl_app.engine.eval.evaluate import evaluate_task
 from hicl_app.engine.eval.generate import generate_answers
-from hicl_app.taskfile import load_records
 
 
 def test_batched_generation_equals_one_by_one(tiny_base_dir, cl_tasks):

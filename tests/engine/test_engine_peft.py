@@ -6,12 +6,12 @@ import pytest
 import torch
 from engine_fixtures import quick_lora
 
+from hicl_app.core.taskfile import load_records
 from hicl_app.engine.config import ModelConfig, TrainConfig
 from hicl_app.engine.data.encoding import Encoder, collate
 from hicl_app.engine.errors import EngineError
 from hicl_app.engine.modeling.adapters import lora_module_names, new_lora, save_adapter
 from hicl_app.engine.modeling.models import load_base, lora_target_regex
-from hicl_app.taskfile import load_records
 
 
 def test_peft_from_pretrained_gives_the_same_logits(tiny_base_dir, cl_tasks, tmp_path):

@@ -7,11 +7,11 @@ import json
 import pytest
 import torch
 
+from hicl_app.core.fsio import sha256_file
 from hicl_app.engine.config import EvalConfig, ModelConfig, TrainConfig
 from hicl_app.engine.errors import EngineError, Stopped
 from hicl_app.engine.methods import get_method, method_names
 from hicl_app.engine.pipeline import StageSpec, run_eval, run_stage
-from hicl_app.fsio import sha256_file
 
 ORDER = ["color", "bg", "tone"]
 

@@ -7,12 +7,12 @@ import json
 import pytest
 import torch
 
+from hicl_app.core.taskfile import load_records
 from hicl_app.engine.config import ModelConfig, TrainConfig
 from hicl_app.engine.data.encoding import IGNORE_INDEX, Encoder, collate
 from hicl_app.engine.errors import EngineError, Stopped
 from hicl_app.engine.modeling.models import load_base
 from hicl_app.engine.train.checkpoint import latest_checkpoint
-from hicl_app.taskfile import load_records
 
 
 @pytest.fixture(scope="module")

@@ -13,13 +13,13 @@ import random
 import pytest
 import torch
 
+from hicl_app.core.taskfile import load_records
 from hicl_app.engine.config import EvalConfig, ModelConfig, TrainConfig
 from hicl_app.engine.data.encoding import Encoder, collate
 from hicl_app.engine.data.vision_cache import feature_store, vision_feature_cache
 from hicl_app.engine.errors import EngineError, Stopped
 from hicl_app.engine.eval.generate import generate_answers
 from hicl_app.engine.modeling.models import load_base
-from hicl_app.taskfile import load_records
 
 
 def _lora(base_dir, cfg):

@@ -55,9 +55,9 @@ def test_options_are_checked_and_named():
 
 
 def test_two_stages_consolidate_and_the_saved_stage_answers_the_same(tiny_base_dir, cl_tasks, tmp_path):
+    from hicl_app.core.taskfile import load_records
     from hicl_app.engine.modeling.models import load_base
     from hicl_app.engine.train.loop import train
-    from hicl_app.taskfile import load_records
 
     options = {"uir_weight": 0.05}
     first = _spec(tiny_base_dir, cl_tasks, tmp_path, 0, options)

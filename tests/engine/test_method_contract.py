@@ -13,12 +13,12 @@ import dataclasses
 
 import pytest
 
+from hicl_app.core.fsio import sha256_file
 from hicl_app.engine.config import EvalConfig, ModelConfig, TrainConfig
 from hicl_app.engine.errors import Stopped
 from hicl_app.engine.methods import METHODS, get_method
 from hicl_app.engine.methods.options import make_options, specs, to_json
 from hicl_app.engine.pipeline import StageSpec, run_eval, run_stage
-from hicl_app.fsio import sha256_file
 
 ORDER = ["color", "bg"]
 STEPS = 6

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from hicl_app.core.taskfile import load_records
 from hicl_app.engine.config import ModelConfig, TrainConfig
 from hicl_app.engine.methods.llava_c.uir import (
     GENERAL_INQUIRIES,
@@ -16,7 +17,6 @@ from hicl_app.engine.methods.llava_c.uir import (
     uir_loss,
 )
 from hicl_app.engine.modeling.models import load_base
-from hicl_app.taskfile import load_records
 
 
 @pytest.fixture()

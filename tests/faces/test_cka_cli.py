@@ -31,7 +31,7 @@ def _add(cli, tmp_path: Path, cl_tasks, names=("color", "bg")) -> None:
 
 def test_analyze_cka_of_a_hide_run(cli, home, tmp_path, cl_tasks, tiny_base_dir):
     from hicl_app.catalog.db import Catalog
-    from hicl_app.settings import Settings
+    from hicl_app.core.settings import Settings
     from hicl_app.tui.data import load_cka
 
     _add(cli, tmp_path, cl_tasks)

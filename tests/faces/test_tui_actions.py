@@ -7,7 +7,7 @@ from tui_support import FakeEngine, add_tasks, async_test, cell_texts, fake_base
 
 from hicl_app.catalog import queue
 from hicl_app.catalog.models import Job, Run, Stage, Task
-from hicl_app.errors import Conflict
+from hicl_app.core.errors import Conflict
 from hicl_app.services.launch import start_run
 from hicl_app.services.run_config import run_config
 from hicl_app.tui.app import HiclApp

@@ -12,7 +12,7 @@ from hicl_app.bench.tui_paint import populate
 from hicl_app.catalog import dashboard as board
 from hicl_app.catalog.report import run_summary
 from hicl_app.catalog.runs import list_runs
-from hicl_app.errors import InvalidInput
+from hicl_app.core.errors import InvalidInput
 from hicl_app.tui import chart, data, forms, prefs
 
 
@@ -134,7 +134,7 @@ def test_parse_run_form_reports_every_problem():
 
 
 def test_prefs_roundtrip(home):
-    from hicl_app.settings import Settings
+    from hicl_app.core.settings import Settings
 
     settings = Settings.resolve(home)
     assert prefs.load_prefs(settings) == {}

@@ -11,7 +11,7 @@ from tui_support import add_tasks, fake_base, open_catalog
 from hicl_app.catalog.models import Run, Stage
 from hicl_app.catalog.runs import create_run, upsert_score
 from hicl_app.core.clmetrics import general_retention
-from hicl_app.errors import InvalidInput
+from hicl_app.core.errors import InvalidInput
 
 
 def test_general_retention_arithmetic():

@@ -1,5 +1,5 @@
 """Three worker processes drain 200 queued jobs: each job runs exactly once, all three take part,
-and no `database is locked` (or any error) reaches a user. tests/test_postgres.py runs the same
+and no `database is locked` (or any error) reaches a user. tests/services/test_postgres.py runs the same
 drain against PostgreSQL."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from sqlmodel import select
 from hicl_app.catalog import queue
 from hicl_app.catalog.db import Catalog
 from hicl_app.catalog.models import Event, Job
-from hicl_app.settings import Settings
+from hicl_app.core.settings import Settings
 
 N_JOBS, N_WORKERS = 200, 3
 

@@ -15,7 +15,7 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from ...fsio import publish_dir, staging_dir
+from ...core.fsio import publish_dir, staging_dir
 from .images import png_bytes, render
 from .tasks import GENERAL, TASK_NAMES, TASKS, TaskSpec, get_task, make_sample, pretrain_sample
 

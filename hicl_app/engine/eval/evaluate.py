@@ -14,7 +14,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ...fsio import atomic_write_text
+from ...core.fsio import atomic_write_text
 from ..config import EvalConfig
 from ..errors import EngineError
 from .generate import generate_answers

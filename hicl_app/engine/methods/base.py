@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ...fsio import sha256_file
+from ...core.fsio import sha256_file
 from .options import NoOptions, make_options
 
 if TYPE_CHECKING:

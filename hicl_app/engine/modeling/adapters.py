@@ -12,7 +12,7 @@ from pathlib import Path
 
 from torch import nn
 
-from ...fsio import publish_dir, sha256_file, staging_dir
+from ...core.fsio import publish_dir, sha256_file, staging_dir
 from ..config import TrainConfig
 from ..errors import EngineError
 from .models import lora_target_regex

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ...fsio import fsync_dir
+from ...core.fsio import fsync_dir
 
 _DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
            torch.int64: "I64", torch.int32: "I32", torch.uint8: "U8", torch.bool: "BOOL"}

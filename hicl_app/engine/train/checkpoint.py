@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from safetensors.torch import load as st_load, save as st_save
 
-from ...fsio import atomic_write_bytes, atomic_write_json, publish_dir, staging_dir
+from ...core.fsio import atomic_write_bytes, atomic_write_json, publish_dir, staging_dir
 from ..errors import EngineError
 
 FORMAT = "hicl-checkpoint"

@@ -12,7 +12,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Footer, Input, Label, Select
 
 from ...catalog.tasks import SCORERS, add_task
-from ...errors import InvalidInput
+from ...core.errors import InvalidInput
 from ..widgets.error_report import ErrorReport
 from .file_picker import FilePickerScreen
 

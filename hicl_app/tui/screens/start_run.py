@@ -10,7 +10,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Footer, Input, Label, Select, SelectionList, Static
 
 from ...catalog.tasks import list_tasks
-from ...errors import HiclError
+from ...core.errors import HiclError
 from ...services.launch import start_run
 from ..forms import TRAIN_FIELDS, method_fields, parse_run_form
 from ..widgets.error_report import ErrorReport

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
-from ...errors import HiclError, InvalidInput
+from ...core.errors import HiclError, InvalidInput
 from .style import Palette
 
 MAX_PROBLEMS = 50

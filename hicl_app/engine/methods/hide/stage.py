@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ....taskfile import load_records
+from ....core.taskfile import load_records
 from ...analysis.probe import cka_by_layer, expert_features, low_similarity_layers, pick_probes
 from ...errors import EngineError
 from ...modeling.lora_factors import from_peft, truncate

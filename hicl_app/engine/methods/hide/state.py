@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from ....fsio import atomic_write_json, publish_dir, sha256_file, staging_dir
+from ....core.fsio import atomic_write_json, publish_dir, sha256_file, staging_dir
 from ...errors import EngineError
 from ...modeling.lora_factors import Expert
 from . import ANCHORS_FILE, EXPERTS_FILE, MANIFEST_FILE, STATE_DIR

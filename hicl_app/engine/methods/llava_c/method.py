@@ -116,7 +116,7 @@ class LlavaC(Method):
         self._seed = spec.train.seed
         self._task_inquiries, self._general_inquiries = [], []
         if self.uir_active:
-            from ....taskfile import load_records
+            from ....core.taskfile import load_records
             from .uir import GENERAL_INQUIRIES, encode_inquiries, task_instructions
 
             questions = [q for t in spec.train_tasks for q in task_instructions(load_records(t.train_path))]
@@ -142,7 +142,7 @@ class LlavaC(Method):
                                                      distance=self.options.uir_distance, reference=reference)
 
     def save(self, model: nn.Module, ctx: StageContext) -> dict[str, str]:
-        from ....fsio import atomic_write_json, sha256_file
+        from ....core.fsio import atomic_write_json, sha256_file
         from ...modeling.adapters import save_adapter
         from .projector import FILE, save_projector
         from .sac import consolidate_model
@@ -203,8 +203,8 @@ class LlavaC(Method):
         return bool(self.options.pretrain_task) and spec.stage_index == 0
 
     def _pretrain(self, base: nn.Module, processor: Any, spec: StageSpec) -> None:
-        from ....fsio import sha256_file
-        from ....taskfile import load_records
+        from ....core.fsio import sha256_file
+        from ....core.taskfile import load_records
         from .projector import tune_projector
 
         name = self.options.pretrain_task

@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from ....fsio import atomic_write_bytes
+from ....core.fsio import atomic_write_bytes
 from ...config import TrainConfig
 from ...errors import EngineError
 from ...train.loop import TrainResult, train

@@ -60,7 +60,7 @@ def save_stage(base_dir: Path, stage_dir: Path, seed: int) -> dict[str, str]:
     from peft import LoraConfig, get_peft_model
     from safetensors.torch import save_file
 
-    from hicl_app.fsio import sha256_file
+    from hicl_app.core.fsio import sha256_file
 
     torch.manual_seed(seed)
     model = get_peft_model(load_base(base_dir), LoraConfig(
@@ -79,7 +79,7 @@ def run_id(home, tiny_base) -> int:
     from hicl_app.catalog.db import Catalog
     from hicl_app.catalog.models import Adapter, Run, Task
     from hicl_app.catalog.runs import create_run, stages_of, upsert_score
-    from hicl_app.settings import Settings
+    from hicl_app.core.settings import Settings
 
     catalog = Catalog(Settings.resolve())
     with catalog.session() as s:
@@ -253,8 +253,8 @@ def test_card_names_a_hub_base_model(home, run_id):
 
     from hicl_app.catalog.db import Catalog
     from hicl_app.catalog.models import Run
+    from hicl_app.core.settings import Settings
     from hicl_app.hub.bundle import build_bundle
-    from hicl_app.settings import Settings
 
     with Catalog(Settings.resolve()).session() as s:
         s.get(Run, run_id).base_model = "llava-hf/llava-1.5-7b-hf"
@@ -308,7 +308,7 @@ def test_a_commit_that_breaks_off_publishes_nothing(cli, home, run_id, hub, how)
 
     from hicl_app.catalog.db import Catalog
     from hicl_app.catalog.models import Push
-    from hicl_app.settings import Settings
+    from hicl_app.core.settings import Settings
 
     hub.fail_commit = how
     fails(push(cli, run_id, "--hub", "alice/r"), 1, "nothing was pushed")
@@ -351,9 +351,9 @@ def test_the_card_says_what_loads_a_method_whose_model_is_not_its_peft_adapter(h
 
     from hicl_app.catalog.db import Catalog
     from hicl_app.catalog.models import Adapter
-    from hicl_app.fsio import sha256_file
+    from hicl_app.core.fsio import sha256_file
+    from hicl_app.core.settings import Settings
     from hicl_app.hub.bundle import build_bundle
-    from hicl_app.settings import Settings
 
     with Catalog(Settings.resolve()).session() as s:
         plain = build_bundle(s, run_id, repo_id="alice/x")

@@ -24,13 +24,13 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from engine_fixtures import cl_tasks, read_jsonl, tiny_base_dir  # noqa: F401  (session fixtures)
+from engine_fixtures import read_jsonl
 from sqlmodel import select
 
 from hicl_app.catalog.db import Catalog
 from hicl_app.catalog.models import Adapter, CurvePoint, Job, Score
-from hicl_app.fsio import sha256_file
-from hicl_app.settings import Settings
+from hicl_app.core.fsio import sha256_file
+from hicl_app.core.settings import Settings
 
 STEPS, EVERY = 60, 5  # steps take ~50 ms: a short stage can end before a cancel lands
 RUN_ARGS = ["--method", "seq-lora", "--tasks", "color", "--max-steps", str(STEPS), "--checkpoint-every", str(EVERY),

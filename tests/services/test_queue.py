@@ -1,7 +1,7 @@
 """The job queue: stage order, atomic claims, leases (expiry, dead owners, fencing), cancel,
 retry, resume, busy retries.
 
-Every test takes the `cat` fixture: a SQLite catalog here; tests/test_postgres.py runs the same
+Every test takes the `cat` fixture: a SQLite catalog here; tests/services/test_postgres.py runs the same
 tests against a real PostgreSQL server.
 """
 
@@ -19,8 +19,8 @@ from hicl_app.catalog import queue
 from hicl_app.catalog.db import Catalog
 from hicl_app.catalog.models import Job, Run, Stage, utcnow
 from hicl_app.catalog.runs import create_run
-from hicl_app.errors import Conflict, NotFound
-from hicl_app.settings import Settings
+from hicl_app.core.errors import Conflict, NotFound
+from hicl_app.core.settings import Settings
 from hicl_app.worker.owner import owner_is_dead, worker_id
 
 

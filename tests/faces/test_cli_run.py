@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from engine_fixtures import add_tasks_by_cli
 
-from hicl_app.fsio import sha256_file
+from hicl_app.core.fsio import sha256_file
 
 
 def _runs(home: Path) -> int:

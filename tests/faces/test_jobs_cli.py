@@ -16,7 +16,7 @@ import pytest
 
 from hicl_app.catalog import queue
 from hicl_app.catalog.db import Catalog
-from hicl_app.settings import Settings
+from hicl_app.core.settings import Settings
 
 
 @pytest.fixture

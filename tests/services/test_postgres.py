@@ -38,7 +38,7 @@ from test_queue import (  # noqa: F401  (collected here again, with the PostgreS
 from test_worker_drain import drain
 
 from hicl_app.catalog.db import Catalog
-from hicl_app.settings import Settings
+from hicl_app.core.settings import Settings
 
 
 def _free_port() -> int:

@@ -126,8 +126,8 @@ def test_a_moved_workspace_pushes_its_adapters(cli, home, tmp_path, monkeypatch)
     from hicl_app.catalog.db import Catalog
     from hicl_app.catalog.models import Adapter, Run, Stage
     from hicl_app.catalog.runs import create_run, upsert_score
-    from hicl_app.fsio import sha256_file
-    from hicl_app.settings import Settings
+    from hicl_app.core.fsio import sha256_file
+    from hicl_app.core.settings import Settings
 
     catalog = Catalog(Settings.resolve())
     with catalog.session() as s:
@@ -162,7 +162,7 @@ def test_migration_makes_absolute_workspace_paths_relative(home, tmp_path, monke
 
     from hicl_app.catalog import db
     from hicl_app.catalog.models import Adapter, Job, Run, Score, Stage, Task
-    from hicl_app.settings import Settings
+    from hicl_app.core.settings import Settings
 
     if not db_in_home:
         monkeypatch.setenv("HICL_DB_URL", f"sqlite:///{tmp_path / 'elsewhere.db'}")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import write_images, write_jsonl
 
-from hicl_app.errors import EXIT_CONFLICT, EXIT_INVALID_INPUT
+from hicl_app.core.errors import EXIT_CONFLICT, EXIT_INVALID_INPUT
 
 
 def _snapshot(home: Path):
@@ -110,7 +110,7 @@ def test_non_utf8_names_the_line(cli, home, tmp_path):
 
 def test_problems_are_collected_up_to_twenty(cli, tmp_path):
     write_images(tmp_path / "img", 1)
-    lines = ['{"image": "img/missing%d.png", "question": "q", "answer": "a"}' % i for i in range(25)]
+    lines = [json.dumps({"image": f"img/missing{i}.png", "question": "q", "answer": "a"}) for i in range(25)]
     bad = tmp_path / "many.jsonl"
     bad.write_text("\n".join(lines) + "\n")
     res = cli("add-task", bad)

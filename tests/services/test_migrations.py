@@ -7,7 +7,7 @@ from sqlalchemy import inspect, text
 from sqlmodel import SQLModel
 
 from hicl_app.catalog import db
-from hicl_app.settings import Settings
+from hicl_app.core.settings import Settings
 
 TABLES = {"tasks", "runs", "stages", "adapters", "scores", "curve_points", "jobs", "events"}
 
