@@ -1,9 +1,10 @@
 """Session-wide engine fixtures: a pretrained tiny LLaVA and a small synthetic continual benchmark.
 
 Both are built once per test process: `tests/conftest.py` registers this module as a plugin, so
-tests take the fixtures by name and import only its helper functions. Tasks share one pool of images and one answer vocabulary on purpose: "What color is
-the shape?" and "What color is the background?" ask about the same pictures and answer with the
-same words, so training on one overwrites the other, which is the forgetting the methods fight.
+tests take the fixtures by name and import only its helper functions. Tasks share one pool of
+images and one answer vocabulary on purpose: "What color is the shape?" and "What color is the
+background?" ask about the same pictures and answer with the same words, so training on one
+overwrites the other, which is the forgetting the methods fight.
 """
 
 from __future__ import annotations
