@@ -27,3 +27,11 @@ class Stopped(Exception):
         super().__init__(f"stopped at step {step}" + (f"; checkpoint in {checkpoint}" if checkpoint else ""))
         self.step = step
         self.checkpoint = checkpoint
+
+
+class RanksFailed(Exception):
+    """A process of a distributed stage died without an error of its own (killed, out of memory).
+
+    Not the user's fault and not the stage's: the caller re-queues the stage, which then resumes
+    from its last checkpoint.
+    """

@@ -2,7 +2,9 @@
 
 The worker calls `run_stage` once per stage, in a child process, with plain inputs; the engine
 returns plain results and never touches the catalog. Calling it again with the same spec after
-a stop or a crash resumes from the stage's checkpoint and reaches the same result.
+a stop or a crash resumes from the stage's checkpoint and reaches the same result. Under torchrun
+(`engine/distributed`) every rank calls it: all train and answer their share, rank 0 alone writes
+the stage's state and manifest and gets the result; the others get None.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from torch import nn
 from ..core.fsio import atomic_write_json, sha256_file
 from ..core.taskfile import load_records
 from .config import EvalConfig, ModelConfig, to_dict
+from .distributed import comm
 from .errors import EngineError, Stopped
 from .eval.evaluate import evaluate_task
 from .methods import get_method
@@ -67,7 +70,8 @@ def _evaluate_all(model: nn.Module, loaded: LoadedModel, tasks: list[TaskData], 
     return scores
 
 
-def run_stage(spec: StageSpec, on_event: EventFn | None = None, should_stop: StopFn | None = None) -> StageResult:
+def run_stage(spec: StageSpec, on_event: EventFn | None = None,
+              should_stop: StopFn | None = None) -> StageResult | None:
     """Train stage `spec.stage_index` of `spec.method`, save its state, score `spec.eval_tasks`.
 
     Resumes from `spec.checkpoint_dir` when it holds a checkpoint of this very stage.
@@ -95,7 +99,8 @@ def run_stage(spec: StageSpec, on_event: EventFn | None = None, should_stop: Sto
                     checkpoint_dir=spec.checkpoint_dir, fingerprint=fingerprint, on_event=emit,
                     should_stop=should_stop, extra_loss=method.extra_loss)
     method.after_train(model, ctx)
-    files = method.save(model, ctx)
+    files = method.save(model, ctx) if comm.is_main() else {}
+    comm.barrier()  # the others build their evaluation model from what rank 0 saved
 
     def check_stop() -> None:
         if should_stop is not None and should_stop():
@@ -104,7 +109,9 @@ def run_stage(spec: StageSpec, on_event: EventFn | None = None, should_stop: Sto
     eval_model = method.eval_model(model, ctx)
     scores = _evaluate_all(eval_model, loaded, spec.eval_tasks, spec.eval, spec.stage_dir / "predictions",
                            emit, check_stop)
-    env = env_info(loaded.device, loaded.dtype, seed)
+    if not comm.is_main():
+        return None
+    env = {**env_info(loaded.device, loaded.dtype, seed), "world_size": comm.world()}
     manifest = {
         "method": spec.method, "method_options": spec.method_options, "stage_index": spec.stage_index,
         "n_stages": spec.n_stages, "train_tasks": [t.name for t in spec.train_tasks], "base": spec.model.base,

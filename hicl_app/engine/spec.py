@@ -6,11 +6,12 @@ without loading the ML stack; `pipeline` re-exports these names.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import EvalConfig, ModelConfig, TrainConfig
+from .config import EvalConfig, ModelConfig, TrainConfig, from_dict
 
 
 @dataclass
@@ -63,3 +64,30 @@ class StageResult:
     train_samples: int
     steps: int
     env: dict[str, Any] = field(default_factory=dict)
+
+
+def spec_to_json(spec: StageSpec) -> dict[str, Any]:
+    """The spec as JSON (paths as strings): how it reaches the ranks of a distributed stage."""
+    return json_ready(dataclasses.asdict(spec))
+
+
+def spec_from_json(data: dict[str, Any]) -> StageSpec:
+    data = dict(data)
+    data["train_tasks"] = [TaskData(**t) for t in data["train_tasks"]]
+    data["eval_tasks"] = [TaskData(**t) for t in data["eval_tasks"]]
+    data["extra_tasks"] = {k: TaskData(**t) for k, t in data.get("extra_tasks", {}).items()}
+    data["model"] = from_dict(ModelConfig, data["model"])
+    data["train"] = from_dict(TrainConfig, data["train"])
+    data["eval"] = from_dict(EvalConfig, data["eval"])
+    return StageSpec(**data)
+
+
+def json_ready(value: Any) -> Any:
+    """`value` with every Path turned into a string, recursively."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
+    return value

@@ -2,6 +2,8 @@
 
 The predictions file (JSONL: id, question, prediction, reference, score) is what a user opens
 to see *why* a score is what it is, so it is written for every evaluation, atomically.
+Under torchrun each rank answers its slice of the records and rank 0 writes the file; every rank
+returns the same scores.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from torch import nn
 
 from ...core.fsio import atomic_write_text
 from ..config import EvalConfig
+from ..distributed import comm
 from ..errors import EngineError
 from .generate import generate_answers
 
@@ -39,17 +42,22 @@ def evaluate_task(model: nn.Module, processor: Any, records: list[dict], scorer:
     total = len(records)
     emit({"type": "eval", "task": task, "done": 0, "total": total})
 
+    mine = comm.shard(records)
+    scale = total / max(len(mine), 1)
+
     def after_batch(done: int) -> None:
-        emit({"type": "eval", "task": task, "done": done, "total": total})
-        if check_stop is not None and done < total:
+        emit({"type": "eval", "task": task, "done": min(total, round(done * scale)), "total": total})
+        if check_stop is not None and done < len(mine):
             check_stop()
 
-    predictions = generate_answers(model, processor, records, cfg, device=device, dtype=dtype, on_batch=after_batch)
+    answers = generate_answers(model, processor, mine, cfg, device=device, dtype=dtype, on_batch=after_batch)
+    predictions = [a for part in comm.gather(answers) for a in part]  # contiguous slices, in rank order
     references = [r["answer"] for r in records]
     value, per_sample, details = scorers.score(scorer, predictions, references)
     lines = [json.dumps({"id": r["id"], "question": r["question"], "prediction": p, "reference": r["answer"],
                          "score": s}, ensure_ascii=False)
              for r, p, s in zip(records, predictions, per_sample)]
     path = Path(predictions_path)
-    atomic_write_text(path, "".join(line + "\n" for line in lines))
+    if comm.is_main():
+        atomic_write_text(path, "".join(line + "\n" for line in lines))
     return {"score": float(value), "n": total, "predictions_path": str(path), "details": details}

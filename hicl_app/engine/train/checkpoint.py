@@ -2,8 +2,8 @@
 
 A checkpoint is a folder `step-NNNNNNNN/` holding `state.safetensors` (trainable tensors and
 the optimizer's per-parameter tensors) and `checkpoint.json` (step and data position, the
-optimizer's scalars and param groups, Python/torch RNG states, the stage fingerprint, and the
-sha256 of the tensor file). Folders are written under a staging name and renamed into place,
+optimizer's scalars and param groups, Python/torch RNG states (of every rank, when several trained),
+the stage fingerprint, and the sha256 of the tensor file). Folders are written under a staging name and renamed into place,
 and the older checkpoint is removed only after the new one is durable, so there is always one
 complete checkpoint on disk. A user's file is never unpickled: a tampered or truncated
 checkpoint fails its hash and is refused with a clear error.
@@ -46,6 +46,8 @@ class TrainState:
     optimizer: dict[str, Any]
     rng: dict[str, Any]
     fingerprint: dict[str, Any]
+    #: each rank's RNG state, in rank order, when the stage ran on several ranks (else [rng])
+    rng_ranks: list[dict[str, Any]]
 
 
 def capture_rng() -> dict[str, Any]:
@@ -104,8 +106,12 @@ def _payload_hash(manifest: dict[str, Any]) -> str:
 
 
 def save_checkpoint(ckpt_dir: str | os.PathLike, *, step: int, micro_batch: int, total_steps: int,
-                    params: dict[str, torch.Tensor], optimizer_state: dict, fingerprint: dict[str, Any]) -> Path:
-    """Write checkpoint `step` atomically, then drop older ones. Returns its folder."""
+                    params: dict[str, torch.Tensor], optimizer_state: dict, fingerprint: dict[str, Any],
+                    rng_ranks: list[dict[str, Any]] | None = None) -> Path:
+    """Write checkpoint `step` atomically, then drop older ones. Returns its folder.
+
+    `rng_ranks` are the RNG states of every rank (rank 0's first); this process's own by default.
+    """
     ckpt_dir = Path(ckpt_dir)
     final = ckpt_dir / f"{_PREFIX}{step:08d}"
     opt_tensors, opt_structure = _flatten_optimizer(optimizer_state)
@@ -120,7 +126,8 @@ def save_checkpoint(ckpt_dir: str | os.PathLike, *, step: int, micro_batch: int,
         "total_steps": total_steps,
         "param_names": list(params),
         "optimizer": opt_structure,
-        "rng": capture_rng(),
+        "rng": rng_ranks[0] if rng_ranks else capture_rng(),
+        **({"rng_ranks": rng_ranks} if rng_ranks and len(rng_ranks) > 1 else {}),
         "fingerprint": fingerprint,
         "tensors_file": TENSORS,
         "tensors_sha256": hashlib.sha256(blob).hexdigest(),
@@ -186,4 +193,5 @@ def load_checkpoint(path: str | os.PathLike, fingerprint: dict[str, Any]) -> Tra
     return TrainState(step=manifest["step"], micro_batch=manifest["micro_batch"],
                       total_steps=manifest["total_steps"], params=params,
                       optimizer=_unflatten_optimizer(tensors, manifest["optimizer"]),
-                      rng=manifest["rng"], fingerprint=manifest["fingerprint"])
+                      rng=manifest["rng"], fingerprint=manifest["fingerprint"],
+                      rng_ranks=manifest.get("rng_ranks") or [manifest["rng"]])

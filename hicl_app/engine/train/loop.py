@@ -5,6 +5,12 @@ as an uninterrupted one: the sample order of every epoch derives from (seed, epo
 when grouping by length, from the samples' text lengths, which never change), the data position
 is a micro-batch counter, the learning rate is a pure function of the step, and checkpoints carry
 optimizer and RNG state (dropout masks depend on the torch RNG).
+
+Under torchrun (`engine/distributed`) the same loop runs on every rank: each global micro-batch
+is split between the ranks, DDP averages the gradients, and each rank's loss is scaled so that
+the average equals the one-process loss normalised by the whole step's tokens. So `--nproc 1`
+and `--nproc N` follow the same trajectory up to float reduction order (with LoRA dropout 0:
+dropout masks are drawn per rank). Rank 0 alone writes checkpoints, holding every rank's RNG.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import math
 import os
 import random
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -25,8 +32,9 @@ from torch import nn
 from ..config import TrainConfig, to_dict
 from ..data.encoding import IGNORE_INDEX, EncodedCache, Encoder, collate
 from ..data.vision_cache import vision_feature_cache
+from ..distributed import comm
 from ..errors import EngineError, Stopped
-from .checkpoint import latest_checkpoint, load_checkpoint, restore_rng, save_checkpoint
+from .checkpoint import capture_rng, latest_checkpoint, load_checkpoint, restore_rng, save_checkpoint
 
 EventFn = Callable[[dict], None]
 StopFn = Callable[[], bool]
@@ -149,6 +157,7 @@ def train(model: nn.Module, processor: Any, records: list[dict], cfg: TrainConfi
     schedule_cfg = to_dict(cfg)
     schedule_cfg.pop("checkpoint_every")  # how often we save does not change the trajectory
     schedule_cfg.pop("cache_vision")  # nor does reusing frozen features
+    schedule_cfg.pop("gradient_checkpointing", None)  # nor does recomputing activations
     if not schedule_cfg["group_by_length"]:  # the order it changes; off, checkpoints made before it existed match
         schedule_cfg.pop("group_by_length")
     # through JSON, as it will be stored: tuples and lists must compare equal after a resume
@@ -163,6 +172,12 @@ def train(model: nn.Module, processor: Any, records: list[dict], cfg: TrainConfi
     if not named:
         raise EngineError("the model has no trainable parameters")
     optimizer = torch.optim.AdamW([p for _, p in named], lr=cfg.lr, weight_decay=cfg.weight_decay)
+    world = comm.world()
+    net = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     encoded = EncodedCache(encoder, records) if cfg.cache_vision else None
     pad_id = processor.tokenizer.pad_token_id
 
@@ -177,7 +192,7 @@ def train(model: nn.Module, processor: Any, records: list[dict], cfg: TrainConfi
             for name, param in named:
                 param.copy_(state.params[name])
         optimizer.load_state_dict(state.optimizer)
-        restore_rng(state.rng)
+        restore_rng(state.rng_ranks[comm.rank()] if len(state.rng_ranks) == world else state.rng)
         start = resumed_from = last_ckpt = state.step
         emit({"type": "log", "message": f"resumed from checkpoint {found.name} (step {start}/{total})"})
 
@@ -185,52 +200,70 @@ def train(model: nn.Module, processor: Any, records: list[dict], cfg: TrainConfi
         nonlocal last_ckpt
         if checkpoint_dir is None or step == last_ckpt:
             return latest_checkpoint(checkpoint_dir)
+        rngs = comm.gather(capture_rng())  # every rank's, so dropout resumes exactly on each
+        last_ckpt = step
+        if not comm.is_main():
+            return None
+        emit({"type": "before_checkpoint", "step": step})  # the caller commits what it holds up to here
         path = save_checkpoint(checkpoint_dir, step=step, micro_batch=step * cfg.grad_accum, total_steps=total,
                                params={n: p for n, p in named}, optimizer_state=optimizer.state_dict(),
-                               fingerprint=fingerprint)
-        last_ckpt = step
+                               fingerprint=fingerprint, rng_ranks=rngs)
         emit({"type": "checkpoint", "step": step, "path": str(path)})
         return path
 
     orders: dict[int, list[int]] = {}
 
-    def batch_for(epoch: int, index: int) -> dict[str, torch.Tensor]:
+    def batch_for(epoch: int, index: int) -> tuple[dict[str, torch.Tensor], int, float]:
+        """This rank's share of one global micro-batch, the global batch's size, and the share's
+        weight: 0 for a rank left without samples (a short last batch), which then runs the first
+        sample so DDP still hears from it, contributing nothing."""
         if epoch not in orders:
             orders.clear()
             orders[epoch] = schedule.epoch_order(epoch)
         ids = orders[epoch][index * cfg.batch_size:(index + 1) * cfg.batch_size]
-        return collate([encoded[i] if encoded is not None else encoder.encode(records[i]) for i in ids],
-                       pad_id, "right")
+        mine, weight = comm.shard(ids), 1.0
+        if not mine:
+            mine, weight = ids[:1], 0.0
+        batch = collate([encoded[i] if encoded is not None else encoder.encode(records[i]) for i in mine],
+                        pad_id, "right")
+        return batch, len(ids), weight
 
     model.train()
     t0, last_progress, loss_value, seen = time.monotonic(), 0.0, None, 0
     with vision_feature_cache(model, cfg.cache_vision):
         try:
             for step in range(start, total):
-                if should_stop is not None and should_stop():
+                if comm.any_true(should_stop is not None and should_stop(), device):
                     raise Stopped(step, checkpoint(step) if step > 0 else None)
                 lr = schedule.lr(step)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 batches = [batch_for(e, b) for e, b in schedule.micro_batches(step)]
-                n_tokens = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches)
+                n_tokens = comm.all_sum([sum(w * int((b["labels"][:, 1:] != IGNORE_INDEX).sum())
+                                             for b, _, w in batches)], device)[0]
                 optimizer.zero_grad(set_to_none=True)
                 loss_total, aux_total = 0.0, None
-                for batch in batches:
+                for k, (batch, size, weight) in enumerate(batches):
                     on_device = _to_device(batch, device, dtype)
-                    loss = token_loss_sum(model, on_device) / max(n_tokens, 1)
-                    loss_total += float(loss.detach())
-                    aux = extra_loss(model, on_device, step) if extra_loss is not None else None
-                    if aux is not None:
-                        aux = aux / len(batches)
-                        aux_total = (aux_total or 0.0) + float(aux.detach())
-                        loss = loss + aux
-                    loss.backward()
-                    seen += batch["input_ids"].shape[0]
+                    # DDP averages the ranks' gradients: scaling by `world` makes that the global sum
+                    sync = nullcontext() if world == 1 or k == len(batches) - 1 else net.no_sync()
+                    with sync:
+                        loss = token_loss_sum(net, on_device) / max(n_tokens, 1)
+                        if world > 1 or weight != 1.0:
+                            loss = loss * (weight * world)
+                        loss_total += float(loss.detach()) / world
+                        # every rank computes the same extra term, so the average is that term
+                        aux = extra_loss(model, on_device, step) if extra_loss is not None else None
+                        if aux is not None:
+                            aux = aux / len(batches)
+                            aux_total = (aux_total or 0.0) + float(aux.detach())
+                            loss = loss + aux
+                        loss.backward()
+                    seen += size
                 if cfg.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_([p for _, p in named], cfg.grad_clip)
                 optimizer.step()
-                done, loss_value = step + 1, loss_total
+                done, loss_value = step + 1, comm.all_sum([loss_total], device)[0]
                 emit({"type": "loss", "step": done, "loss": loss_value, "lr": lr,
                       **({"aux_loss": aux_total} if aux_total is not None else {})})
                 now = time.monotonic()
