@@ -192,6 +192,30 @@ def release(catalog: Catalog, job_id: int, owner: str, note: str | None = None) 
     return with_busy_retry(attempt)
 
 
+def requeue_failed_attempt(catalog: Catalog, job_id: int, owner: str, reason: str) -> str:
+    """Put a running job whose process died (not by its own error) back in the queue as a spent
+    attempt, or fail it once it used its attempts. Returns the status; "lost" when not ours."""
+
+    def attempt() -> str:
+        with catalog.session() as s:
+            job = s.get(Job, job_id)
+            if job is None or job.status != "running" or job.lease_owner != owner:
+                return "lost"
+            from .runs import add_event
+
+            if job.attempts >= job.max_attempts:
+                error = f"{reason} (after {job.attempts} attempt(s))"
+                close_job(s, job_id, "failed", owner=owner, error=error)
+                return "failed"
+            s.execute(update(Job).where(Job.id == job_id, Job.lease_owner == owner)
+                      .values(status="queued", lease_owner=None, lease_expires_at=None, error=reason))
+            add_event(s, f"job {job_id}: {reason}; back in the queue (attempt {job.attempts}/{job.max_attempts})",
+                      run_id=job.run_id, job_id=job_id)
+            return "queued"
+
+    return with_busy_retry(attempt)
+
+
 # --- closing jobs ------------------------------------------------------------------------------
 
 

@@ -20,8 +20,11 @@ def job_label(job) -> str:
 @click.option("--idle-exit", type=click.FloatRange(0), help="Exit after this many seconds with nothing to run.")
 @click.option("--lease", "lease_seconds", type=click.IntRange(2), default=60, show_default=True,
               help="Seconds a job's lease lasts without a heartbeat (the worker renews it every third).")
+@click.option("--nproc", type=click.IntRange(1), help="Processes (GPUs) per stage for runs that set no --nproc "
+                                                     "of their own (default 1).")
 @pass_app
-def worker(app: AppContext, once: bool, max_jobs: int | None, idle_exit: float | None, lease_seconds: int) -> None:
+def worker(app: AppContext, once: bool, max_jobs: int | None, idle_exit: float | None, lease_seconds: int,
+           nproc: int | None) -> None:
     """Run queued jobs of this workspace until stopped (Ctrl-C or SIGTERM: the running job
     checkpoints and goes back to the queue). Several workers may share a workspace."""
     from ..worker.loop import Worker
@@ -30,7 +33,7 @@ def worker(app: AppContext, once: bool, max_jobs: int | None, idle_exit: float |
         info(f"job {job.id} {status}")
 
     w = Worker(app.catalog, isolate=True, lease_seconds=lease_seconds, on_job=lambda job: info(job_label(job)),
-               on_end=on_end)
+               on_end=on_end, nproc=nproc)
     info(f"worker {w.owner} on {app.settings.home}")
     if once:
         max_jobs, idle_exit = 1, 0.0

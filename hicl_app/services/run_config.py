@@ -22,9 +22,14 @@ def default(section: type, name: str) -> Any:
 
 def run_config(*, train: dict[str, Any] | None = None, eval: dict[str, Any] | None = None,
                model: dict[str, Any] | None = None, method_options: dict[str, Any] | None = None,
-               eval_all: bool = False, general_task: str | None = None) -> dict[str, Any]:
+               eval_all: bool = False, general_task: str | None = None, nproc: int | None = None,
+               launcher_args: str | None = None) -> dict[str, Any]:
     """The run's config from the values a user gave (None: the default), checked like the worker
-    will build it, so a bad value fails before anything is recorded."""
+    will build it, so a bad value fails before anything is recorded.
+
+    `nproc` (ranks per stage; None: the worker's `--nproc`) and `launcher_args` (torchrun flags,
+    e.g. for several nodes) go under "launch": they change where a stage runs, not its result.
+    """
     train = {k: v for k, v in (train or {}).items() if v is not None}
     train.setdefault("alpha", 2 * train.get("rank", default(TrainConfig, "rank")))
     try:
@@ -35,4 +40,22 @@ def run_config(*, train: dict[str, Any] | None = None, eval: dict[str, Any] | No
     except EngineError as exc:
         raise InvalidInput(str(exc), hint=exc.hint) from None
     return {**resolved, "model": model, "method_options": dict(method_options or {}), "eval_all": bool(eval_all),
-            **({"general_task": general_task} if general_task else {})}
+            **({"general_task": general_task} if general_task else {}), **_launch(nproc, launcher_args)}
+
+
+def _launch(nproc: int | None, launcher_args: str | None) -> dict[str, Any]:
+    import shlex
+
+    if nproc is not None and nproc < 1:
+        raise InvalidInput(f"--nproc must be >= 1, not {nproc}", hint="the number of processes (GPUs) per stage")
+    try:
+        args = shlex.split(launcher_args or "")
+    except ValueError as exc:
+        raise InvalidInput(f"--launcher-args {launcher_args!r} does not parse: {exc}") from None
+    bad = [a for a in args if a.split("=")[0] in ("--nproc-per-node", "--nproc_per_node", "--max-restarts",
+                                                   "--max_restarts")]
+    if bad:
+        raise InvalidInput(f"--launcher-args may not set {bad[0].split('=')[0]}: hicl sets it",
+                           hint="use --nproc for the processes per node")
+    launch = {**({"nproc": nproc} if nproc else {}), **({"launcher_args": args} if args else {})}
+    return {"launch": launch} if launch else {}

@@ -1,4 +1,4 @@
-"""The process one job runs in: `python -m hicl_app.worker.child JOB --owner OWNER --parent PID`.
+"""The process one job runs in: `python -m hicl_app.worker.child JOB --owner OWNER --parent PID [--nproc N]`.
 
 Started by the worker (worker/loop.py) with the workspace in HICL_HOME / HICL_DB_URL and its
 stdout and stderr on the job's log file. A crash here (an exception that escapes, an
@@ -33,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("job", type=int)
     parser.add_argument("--owner", required=True)
     parser.add_argument("--parent", type=int, required=True)
+    parser.add_argument("--nproc", type=int, default=None)
     args = parser.parse_args(argv)
     _die_with_parent(args.parent)
     sys.stdout.reconfigure(line_buffering=True)
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
 
     catalog = Catalog(Settings.resolve())
     job = queue.get_job(catalog, args.job)
-    ctx = JobContext(catalog, job, args.owner, sys.stdout, parent_pid=args.parent)
+    ctx = JobContext(catalog, job, args.owner, sys.stdout, parent_pid=args.parent, nproc=args.nproc)
     install_stop_signals(ctx)
     if job.status != "running" or job.lease_owner != args.owner:
         ctx.say(f"job {job.id} is {job.status} and not held by {args.owner}: nothing to do")

@@ -23,8 +23,10 @@ class JobContext:
     """A claimed job as its kind's code runs it, in the worker's child process or inline."""
 
     def __init__(self, catalog: Catalog, job: Job, owner: str, log: TextIO, *, parent_pid: int | None = None,
-                 on_progress: Callable | None = None, poll: float = 0.5):
+                 on_progress: Callable | None = None, poll: float = 0.5, nproc: int | None = None):
         self.catalog, self.job, self.owner, self.log = catalog, job, owner, log
+        #: the worker's default number of ranks per stage (a run's own setting wins)
+        self.nproc = nproc
         self.parent_pid = parent_pid
         self.on_progress = on_progress
         self.poll = poll

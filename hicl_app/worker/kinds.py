@@ -98,7 +98,7 @@ def execute(ctx: JobContext) -> str:
     """Run a claimed job to its end and leave the catalog saying how it ended. Returns the
     status: done, failed, cancelled, queued (given back: the worker is stopping) or lost (the
     lease went to someone else; nothing was written)."""
-    from ..engine.errors import Stopped
+    from ..engine.errors import RanksFailed, Stopped
 
     kind = KINDS.get(ctx.job.kind)
     try:
@@ -110,6 +110,9 @@ def execute(ctx: JobContext) -> str:
     except queue.LeaseLost:
         ctx.say("the job's lease was lost (it expired or the job was closed): stopping without writing")
         return "lost"
+    except RanksFailed as exc:
+        ctx.say(f"{exc}: the stage goes back to the queue and resumes from its last checkpoint")
+        return queue.requeue_failed_attempt(ctx.catalog, ctx.job.id, ctx.owner, str(exc))
     except KeyboardInterrupt:
         ctx.say("interrupted: the job goes back to the queue and resumes from its last checkpoint")
         queue.release(ctx.catalog, ctx.job.id, ctx.owner, note="interrupted; back in the queue")

@@ -55,8 +55,10 @@ class _Heartbeat(threading.Thread):
 class Worker:
     def __init__(self, catalog: Catalog, *, owner: str | None = None, poll: float = 1.0,
                  lease_seconds: int = queue.LEASE_SECONDS, on_progress=None, on_job=None, on_end=None,
-                 isolate: bool = False, cancel_grace: float = CANCEL_GRACE, stop_grace: float = STOP_GRACE):
+                 isolate: bool = False, cancel_grace: float = CANCEL_GRACE, stop_grace: float = STOP_GRACE,
+                 nproc: int | None = None):
         self.catalog = catalog
+        self.nproc = nproc  # ranks per stage for runs that do not set their own
         self.owner = owner or worker_id()
         self.poll = poll
         self.lease_seconds = lease_seconds
@@ -109,7 +111,7 @@ class Worker:
     def _run_inline(self, job: Job, log_path: Path) -> str:
         with open(log_path, "a", encoding="utf-8") as log:
             log.write(self._header(job, "in the worker process"))
-            ctx = JobContext(self.catalog, job, self.owner, log, on_progress=self.on_progress)
+            ctx = JobContext(self.catalog, job, self.owner, log, on_progress=self.on_progress, nproc=self.nproc)
             beat = _Heartbeat(self, ctx)
             beat.start()
             try:
@@ -123,7 +125,7 @@ class Worker:
         env = {**os.environ, "HICL_HOME": str(settings.home), "HICL_DB_URL": settings.db_url,
                "PYTHONUNBUFFERED": "1"}
         cmd = [sys.executable, "-m", "hicl_app.worker.child", str(job.id), "--owner", self.owner,
-               "--parent", str(os.getpid())]
+               "--parent", str(os.getpid()), *(["--nproc", str(self.nproc)] if self.nproc else [])]
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                                     start_new_session=True, close_fds=True)

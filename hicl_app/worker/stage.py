@@ -119,6 +119,8 @@ class _Reporter:
                 self.ctx.on_progress(self.stage, self.progress)
         elif kind in ("log", "checkpoint", "eval"):
             self.ctx.say(f"{kind}: {event.get('message', event)}")
+        elif kind == "before_checkpoint":
+            boundary = True
         if boundary or time.monotonic() - self.last_flush >= self.every:
             self.flush()
 
@@ -191,9 +193,17 @@ def run_stage_job(ctx: JobContext) -> str:
             f"{', '.join(stage.train_tasks)}), attempt {job.attempts}")
     spec = build_spec(catalog, run, stage)
     reporter = _Reporter(ctx, stage, spec.train.checkpoint_every)
+    nproc, launcher_args = launch_settings(run, ctx)
     if stage.index == 0:
-        _zero_shot(ctx, run, spec, reporter)
-    result = run_stage(spec, on_event=reporter, should_stop=reporter.should_stop)
+        _zero_shot(ctx, run, spec, reporter, nproc, launcher_args)
+    if nproc > 1:
+        from ..engine.distributed.launch import run_stage_distributed
+
+        ctx.say(f"training on {nproc} ranks (torchrun, DDP)")
+        result = run_stage_distributed(spec, nproc, on_event=reporter, should_stop=reporter.should_stop,
+                                       launcher_args=launcher_args)
+    else:
+        result = run_stage(spec, on_event=reporter, should_stop=reporter.should_stop)
     reporter.flush()
     queue.with_busy_retry(lambda: _record_result(ctx, run, stage, spec, result))
     ctx.say(f"done: {result.steps} steps, scores " +
@@ -201,7 +211,14 @@ def run_stage_job(ctx: JobContext) -> str:
     return "done"
 
 
-def _zero_shot(ctx: JobContext, run: Run, spec, reporter: _Reporter) -> None:
+def launch_settings(run: Run, ctx: JobContext) -> tuple[int, list[str] | None]:
+    """(ranks per stage, torchrun flags): the run's own, else the worker's `--nproc`, else 1."""
+    launch = (run.config or {}).get("launch") or {}
+    return int(launch.get("nproc") or ctx.nproc or 1), launch.get("launcher_args") or None
+
+
+def _zero_shot(ctx: JobContext, run: Run, spec, reporter: _Reporter, nproc: int = 1,
+               launcher_args: list[str] | None = None) -> None:
     """Score the base model before any training (row -1): the reference for FWT and for general
     retention. Only the tasks that need it: all with eval_all, the held-out general task."""
     from ..engine.pipeline import run_eval
@@ -216,7 +233,13 @@ def _zero_shot(ctx: JobContext, run: Run, spec, reporter: _Reporter) -> None:
     if not tasks:
         return
     out = spec.stage_dir.parent / "zero-shot"
-    scores = run_eval(spec.model, tasks, spec.eval, out, on_event=reporter, should_stop=reporter.should_stop)
+    if nproc > 1:
+        from ..engine.distributed.launch import run_eval_distributed
+
+        scores = run_eval_distributed(spec.model, tasks, spec.eval, out, nproc, on_event=reporter,
+                                      should_stop=reporter.should_stop, launcher_args=launcher_args)
+    else:
+        scores = run_eval(spec.model, tasks, spec.eval, out, on_event=reporter, should_stop=reporter.should_stop)
 
     def write() -> None:
         with ctx.catalog.session() as s:
