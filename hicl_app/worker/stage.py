@@ -196,10 +196,10 @@ def run_stage_job(ctx: JobContext) -> str:
     nproc, launcher_args = launch_settings(run, ctx)
     if stage.index == 0:
         _zero_shot(ctx, run, spec, reporter, nproc, launcher_args)
-    if nproc > 1:
+    if nproc > 1 or launcher_args:
         from ..engine.distributed.launch import run_stage_distributed
 
-        ctx.say(f"training on {nproc} ranks (torchrun, DDP)")
+        ctx.say(f"training on {nproc} rank(s) per node (torchrun, DDP){' with ' + ' '.join(launcher_args) if launcher_args else ''}")
         result = run_stage_distributed(spec, nproc, on_event=reporter, should_stop=reporter.should_stop,
                                        launcher_args=launcher_args)
     else:
@@ -233,7 +233,7 @@ def _zero_shot(ctx: JobContext, run: Run, spec, reporter: _Reporter, nproc: int 
     if not tasks:
         return
     out = spec.stage_dir.parent / "zero-shot"
-    if nproc > 1:
+    if nproc > 1 or launcher_args:
         from ..engine.distributed.launch import run_eval_distributed
 
         scores = run_eval_distributed(spec.model, tasks, spec.eval, out, nproc, on_event=reporter,

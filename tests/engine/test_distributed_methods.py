@@ -14,15 +14,19 @@ ORDER = ["color", "bg"]
 TOL = 1e-4
 
 
+def _spec(base, tasks, root, method="seq-lora", k=0, prev=None) -> StageSpec:
+    return StageSpec(method=method, method_options={}, stage_index=k, n_stages=len(ORDER),
+                     train_tasks=[tasks[ORDER[k]]], eval_tasks=[tasks[n] for n in ORDER[:k + 1]],
+                     model=ModelConfig(str(base), device="cpu"),
+                     train=TrainConfig(max_steps=12, lr=1e-3, batch_size=7, checkpoint_every=5, dropout=0.0),
+                     eval=EvalConfig(batch_size=16, max_new_tokens=4), stage_dir=root / f"stage-{k}",
+                     prev_stage_dir=prev, checkpoint_dir=root / "ckpt" / f"stage-{k}")
+
+
 def _run(base, tasks, root, method, nproc):
     prev, results = None, []
-    for k, name in enumerate(ORDER):
-        spec = StageSpec(method=method, method_options={}, stage_index=k, n_stages=len(ORDER),
-                         train_tasks=[tasks[name]], eval_tasks=[tasks[n] for n in ORDER[:k + 1]],
-                         model=ModelConfig(str(base), device="cpu"),
-                         train=TrainConfig(max_steps=12, lr=1e-3, batch_size=7, checkpoint_every=5, dropout=0.0),
-                         eval=EvalConfig(batch_size=16, max_new_tokens=4), stage_dir=root / f"stage-{k}",
-                         prev_stage_dir=prev, checkpoint_dir=root / "ckpt" / f"stage-{k}")
+    for k in range(len(ORDER)):
+        spec = _spec(base, tasks, root, method, k, prev)
         results.append(run_stage(spec) if nproc == 1 else run_stage_distributed(spec, nproc))
         prev = spec.stage_dir
     return results
@@ -54,3 +58,40 @@ def test_two_ranks_match_one_process(method, state, tiny_base_dir, cl_tasks, tmp
         assert {n: s["score"] for n, s in one[k].scores.items()} == {n: s["score"] for n, s in two[k].scores.items()}
         assert two[k].env["world_size"] == 2 and two[k].steps == one[k].steps
         assert (b / "predictions" / f"{ORDER[0]}.jsonl").read_text() == (a / "predictions" / f"{ORDER[0]}.jsonl").read_text()
+
+
+def test_two_nodes_through_launcher_args(tiny_base_dir, cl_tasks, tmp_path):
+    """Two torchrun agents on this machine (`--nnodes 2`, c10d rendezvous) train one stage: the
+    flags hicl passes through, with the other node started from the job file as the README says."""
+    import socket
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from hicl_app.engine.distributed.launch import JOB_FILE
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    flags = ["--nnodes", "2", "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "t"]
+    spec_one = _spec(tiny_base_dir, cl_tasks, tmp_path / "one")
+    spec_two = _spec(tiny_base_dir, cl_tasks, tmp_path / "two")
+    job, other = spec_two.checkpoint_dir / JOB_FILE, {}
+
+    def second_node():
+        deadline = time.monotonic() + 120
+        while not job.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        other["proc"] = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "1",
+                                          *flags, "-m", "hicl_app.engine.distributed.rank", str(job)])
+
+    thread = threading.Thread(target=second_node)
+    thread.start()
+    two = run_stage_distributed(spec_two, 1, launcher_args=flags)
+    thread.join()
+    assert other["proc"].wait(timeout=120) == 0
+    one = run_stage(spec_one)
+    assert two.env["world_size"] == 2
+    assert _compare(spec_one.stage_dir, spec_two.stage_dir, "adapter/adapter_model.safetensors") < TOL
+    assert {n: s["score"] for n, s in one.scores.items()} == {n: s["score"] for n, s in two.scores.items()}
