@@ -20,6 +20,9 @@ SIZES: dict[str, dict[str, int]] = {
     # about 0.9 M parameters; 32 px images -> 16 image tokens
     "tiny": dict(img=32, patch=8, v_hidden=64, v_layers=2, v_heads=4, v_inter=128,
                  t_hidden=128, t_layers=4, t_heads=4, t_inter=256, vocab=512),
+    # the tiny widths, 12 decoder layers: where activation memory grows with depth (bench memory)
+    "deep": dict(img=32, patch=8, v_hidden=64, v_layers=2, v_heads=4, v_inter=128,
+                 t_hidden=128, t_layers=12, t_heads=4, t_inter=256, vocab=512),
     # about 10 M parameters; 64 px images -> 64 image tokens
     "small": dict(img=64, patch=8, v_hidden=128, v_layers=4, v_heads=4, v_inter=512,
                   t_hidden=256, t_layers=10, t_heads=8, t_inter=768, vocab=1000),

@@ -28,6 +28,8 @@ class TrainConfig:
     across epochs (and keeps each sample's processed inputs); it changes no result.
     `group_by_length` batches samples of similar length together (less padding, a different
     but still seeded sample order).
+    `gradient_checkpointing` recomputes each decoder layer's activations in the backward pass
+    instead of keeping them (None: on for models above a billion parameters); same trajectory.
     """
 
     rank: int = 8
@@ -47,6 +49,7 @@ class TrainConfig:
     max_length: int = 512
     cache_vision: bool = True
     group_by_length: bool = False
+    gradient_checkpointing: bool | None = None
 
     def __post_init__(self) -> None:
         checks = [

@@ -26,6 +26,7 @@ from .errors import EngineError, Stopped
 from .eval.evaluate import evaluate_task
 from .methods import get_method
 from .methods.base import Method, StageContext
+from .modeling.checkpointing import enable_gradient_checkpointing
 from .modeling.models import LoadedModel, env_info, load_base
 from .spec import StageResult, StageSpec, TaskData
 from .train.checkpoint import latest_checkpoint
@@ -92,9 +93,12 @@ def run_stage(spec: StageSpec, on_event: EventFn | None = None,
                        records=records)
     records = ctx.records = method.train_records(ctx)
     model = method.prepare(loaded.model, ctx)
+    recompute = enable_gradient_checkpointing(model, spec.train.gradient_checkpointing)
+    ranks = f"{comm.world()} ranks of " if comm.world() > 1 else ""
     emit({"type": "log", "message": f"stage {spec.stage_index + 1}/{spec.n_stages} ({spec.method}): "
                                     f"{len(records)} samples from {', '.join(t.name for t in spec.train_tasks)} "
-                                    f"on {loaded.device} ({str(loaded.dtype).removeprefix('torch.')})"})
+                                    f"on {ranks}{loaded.device} ({str(loaded.dtype).removeprefix('torch.')}"
+                                    f"{', gradient checkpointing' if recompute else ''})"})
     outcome = train(model, loaded.processor, records, spec.train, device=loaded.device, dtype=loaded.dtype,
                     checkpoint_dir=spec.checkpoint_dir, fingerprint=fingerprint, on_event=emit,
                     should_stop=should_stop, extra_loss=method.extra_loss)

@@ -66,7 +66,12 @@ def resolve_device_dtype(device: str | None = None, dtype: str | None = None) ->
 
 
 def load_base(cfg: ModelConfig) -> LoadedModel:
-    """Load model + processor from a local folder or hub id; EngineError says why it failed."""
+    """Load model + processor from a local folder or hub id; EngineError says why it failed.
+
+    No `attn_implementation` is asked for: transformers 5 already picks SDPA for every family
+    that supports it (LLaVA, its CLIP tower and Llama decoder included) and eager for the rest,
+    where asking for "sdpa" outright would fail.
+    """
     quiet_transformers()
     from transformers import AutoModelForImageTextToText, AutoProcessor
 

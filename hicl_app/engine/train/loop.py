@@ -34,6 +34,7 @@ from ..data.encoding import IGNORE_INDEX, EncodedCache, Encoder, collate
 from ..data.vision_cache import vision_feature_cache
 from ..distributed import comm
 from ..errors import EngineError, Stopped
+from ..modeling.precision import autocast_context
 from .checkpoint import capture_rng, latest_checkpoint, load_checkpoint, restore_rng, save_checkpoint
 
 EventFn = Callable[[dict], None]
@@ -248,12 +249,13 @@ def train(model: nn.Module, processor: Any, records: list[dict], cfg: TrainConfi
                     # DDP averages the ranks' gradients: scaling by `world` makes that the global sum
                     sync = nullcontext() if world == 1 or k == len(batches) - 1 else net.no_sync()
                     with sync:
-                        loss = token_loss_sum(net, on_device) / max(n_tokens, 1)
-                        if world > 1 or weight != 1.0:
-                            loss = loss * (weight * world)
+                        with autocast_context(device, dtype):
+                            loss = token_loss_sum(net, on_device) / max(n_tokens, 1)
+                            if world > 1 or weight != 1.0:
+                                loss = loss * (weight * world)
+                            # every rank computes the same extra term, so the average is that term
+                            aux = extra_loss(model, on_device, step) if extra_loss is not None else None
                         loss_total += float(loss.detach()) / world
-                        # every rank computes the same extra term, so the average is that term
-                        aux = extra_loss(model, on_device, step) if extra_loss is not None else None
                         if aux is not None:
                             aux = aux / len(batches)
                             aux_total = (aux_total or 0.0) + float(aux.detach())
