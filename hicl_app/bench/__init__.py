@@ -19,11 +19,15 @@ MODULES = {
     "hide-infer": "hide_infer",
     "cli-start": "cli_start",
     "memory": "memory",
+    "memory-checkpointing": "checkpointing",
 }
 
 
 def select(only: str | None) -> list[str]:
-    """Names to run from a comma-separated --only (all when None), refusing unknown ones."""
+    """Names to run from a comma-separated --only (all when None), refusing unknown ones.
+
+    A name also selects its family: `memory` runs `memory-checkpointing` too.
+    """
     if not only:
         return list(MODULES)
     names = [n.strip() for n in only.split(",") if n.strip()]
@@ -31,7 +35,7 @@ def select(only: str | None) -> list[str]:
     if unknown or not names:
         raise InvalidInput(f"unknown benchmark(s) in --only: {', '.join(unknown) or '(none given)'}",
                            hint=f"choose from {', '.join(MODULES)}")
-    return [n for n in MODULES if n in names]
+    return [n for n in MODULES if any(n == m or n.startswith(m + "-") for m in names)]
 
 
 #: benchmarks that need no model or data

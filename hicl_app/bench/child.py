@@ -12,6 +12,18 @@ from pathlib import Path
 
 
 def peak_rss_mb() -> float:
+    """This process's peak resident set size.
+
+    On Linux from /proc (VmHWM, the high-water mark of this process's own memory map): getrusage's
+    ru_maxrss survives exec, so a child started by a large parent would report the parent's size.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
 

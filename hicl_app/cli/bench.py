@@ -33,7 +33,8 @@ def _env(workload, repeats: int) -> dict:
 @click.command("bench")
 @click.option("--base", type=click.Path(file_okay=False),
               help="A saved image-text-to-text model folder (default: the demo's tiny base, built once).")
-@click.option("--only", help="Comma-separated benchmarks: eval, train, hide-merge, hide-infer, cli-start, memory (default: all).")
+@click.option("--only", help="Comma-separated benchmarks: eval, train, hide-merge, hide-infer, cli-start, memory, "
+                             "memory-checkpointing (default: all; memory runs both memory ones).")
 @click.option("--repeats", type=click.IntRange(1, 20), default=3, show_default=True,
               help="Interleaved rounds per timed variant (the median is reported).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
@@ -48,6 +49,7 @@ def bench(app: AppContext, base, only, repeats, as_json) -> None:
     hide-infer  the HiDe model vs base + one merged LoRA (cost ratio, parameters kept)
     cli-start   `hicl --help` vs `python -c pass`
     memory      peak RSS of a 6-task hide run vs seq-lora, each in a child process
+    memory-checkpointing  peak RSS of LoRA training, gradient checkpointing on vs off (same losses)
     Exits 1 if a correctness check fails; a missed speed target is reported, not an error.
     """
     from ..bench import STANDALONE, run_benchmark, select

@@ -14,7 +14,8 @@ from hicl_app.core.taskfile import load_records
 
 def test_only_selects_known_benchmarks_in_suite_order():
     assert select(None) == list(MODULES)
-    assert select("memory, eval") == ["eval", "memory"]
+    assert select("memory, eval") == ["eval", "memory", "memory-checkpointing"]  # a name selects its family
+    assert select("memory-checkpointing") == ["memory-checkpointing"]
     with pytest.raises(InvalidInput, match="nope"):
         select("eval,nope")
 
@@ -64,3 +65,14 @@ def test_trainer_baseline_follows_the_same_loss_curve(tiny_base_dir, cl_tasks, t
     assert ours == pytest.approx(theirs, abs=1e-4, rel=0)  # the Trainer logs 4 decimals
     _, grouped = hicl_trial(workload, records, _config(epochs=2, batch_size=4, group_by_length=True))
     assert len(grouped) == 8 and grouped != ours
+
+
+def test_checkpointing_bench_samples_fill_max_length(tiny_base_dir, cl_tasks):
+    from hicl_app.bench.checkpointing import MAX_LENGTH, long_records
+    from hicl_app.engine.config import ModelConfig
+    from hicl_app.engine.data.encoding import Encoder
+    from hicl_app.engine.modeling.models import load_base
+
+    encoder = Encoder(load_base(ModelConfig(str(tiny_base_dir))).processor, MAX_LENGTH)
+    records = long_records(load_records(cl_tasks["color"].train_path)[:2], 3)
+    assert len(records) == 3 and all(encoder.length(r) == MAX_LENGTH for r in records)
