@@ -13,9 +13,9 @@ from .context import AppContext, pass_app
 from .output import emit_json, fmt_num, info, table
 
 #: run-level option names of `run start`; a method option of the same name gets a `--METHOD-` prefix
-RUN_FLAGS = ("method", "tasks", "base", "name", "rank", "alpha", "lr", "epochs", "max_steps", "batch_size",
-             "grad_accum", "warmup_ratio", "seed", "checkpoint_every", "eval_batch_size", "max_new_tokens",
-             "eval_all", "device", "dtype", "option", "wait", "no_worker", "json")
+RUN_FLAGS = ("method", "tasks", "base", "name", "rank", "alpha", "dropout", "lr", "epochs", "max_steps", "batch_size",
+             "grad_accum", "warmup_ratio", "seed", "checkpoint_every", "gradient_checkpointing", "eval_batch_size", "max_new_tokens",
+             "eval_all", "device", "dtype", "nproc", "launcher_args", "option", "wait", "no_worker", "json")
 #: flag dest -> (option name, the methods that declare it)
 METHOD_FLAGS: dict[str, tuple[str, tuple[str, ...]]] = {}
 
@@ -93,6 +93,8 @@ def run() -> None:
 @click.option("--name", help="A name for the run (default: method + tasks).")
 @click.option("--rank", type=int, default=default(TrainConfig, "rank"), show_default=True, help="LoRA rank.")
 @click.option("--alpha", type=float, help="LoRA alpha (default 2 x rank).")
+@click.option("--dropout", type=float, default=default(TrainConfig, "dropout"), show_default=True,
+              help="LoRA dropout (0 makes --nproc N follow the --nproc 1 trajectory exactly).")
 @click.option("--lr", type=float, default=default(TrainConfig, "lr"), show_default=True)
 @click.option("--epochs", type=click.IntRange(1), default=default(TrainConfig, "epochs"), show_default=True)
 @click.option("--max-steps", type=int, help="Optimizer steps per stage (overrides --epochs).")
@@ -102,20 +104,27 @@ def run() -> None:
 @click.option("--seed", type=int, default=default(TrainConfig, "seed"), show_default=True)
 @click.option("--checkpoint-every", type=int, default=default(TrainConfig, "checkpoint_every"), show_default=True,
               help="Steps between checkpoints.")
+@click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=None,
+              help="Recompute decoder activations in the backward pass: less memory, more compute "
+                   "(default: on for models above 1B parameters).")
 @click.option("--eval-batch-size", type=int, default=default(EvalConfig, "batch_size"), show_default=True)
 @click.option("--max-new-tokens", type=int, default=default(EvalConfig, "max_new_tokens"), show_default=True)
 @click.option("--eval-all", is_flag=True, help="Evaluate every task after every stage (forward transfer).")
 @click.option("--device", help="cuda, cpu, cuda:1 ... (default: CUDA if available).")
 @click.option("--dtype", type=click.Choice(["bfloat16", "float16", "float32"]), help="Default: bfloat16 on CUDA, float32 on CPU.")
+@click.option("--nproc", type=int, help="Data-parallel processes (GPUs) per stage, launched with torchrun; "
+                                       "--batch-size stays the global batch (default: the worker's --nproc, else 1).")
+@click.option("--launcher-args", help="Extra torchrun flags, e.g. for several nodes: "
+                                      "\"--nnodes 2 --rdzv-backend c10d --rdzv-endpoint HOST:29400\".")
 @click.option("-o", "--option", "options", multiple=True, help="Method option KEY=VALUE (repeatable).")
 @method_flags
 @click.option("--wait", is_flag=True, help="Run the stages here, in the foreground, until the run ends.")
 @click.option("--no-worker", is_flag=True, help="Do not start a background worker (run `hicl worker` yourself).")
 @click.option("--json", "as_json", is_flag=True)
 @pass_app
-def run_start(app: AppContext, method, task_list, base, name, rank, alpha, lr, epochs, max_steps, batch_size,
-              grad_accum, warmup_ratio, seed, checkpoint_every, eval_batch_size, max_new_tokens, eval_all,
-              device, dtype, options, wait, no_worker, as_json, **method_opts) -> None:
+def run_start(app: AppContext, method, task_list, base, name, rank, alpha, dropout, lr, epochs, max_steps, batch_size,
+              grad_accum, warmup_ratio, seed, checkpoint_every, gradient_checkpointing, eval_batch_size, max_new_tokens, eval_all,
+              device, dtype, nproc, launcher_args, options, wait, no_worker, as_json, **method_opts) -> None:
     """Record a run and queue one job per stage; prints the run id.
 
     Method options come as flags (`--fusion sum`) or as `-o KEY=VALUE`; a flag wins.
@@ -124,12 +133,13 @@ def run_start(app: AppContext, method, task_list, base, name, rank, alpha, lr, e
     from ..services.method_options import parse_pairs
 
     config = run_config(
-        train={"rank": rank, "alpha": alpha, "lr": lr, "epochs": epochs, "max_steps": max_steps,
+        train={"rank": rank, "alpha": alpha, "dropout": dropout, "lr": lr, "epochs": epochs, "max_steps": max_steps,
                "batch_size": batch_size, "grad_accum": grad_accum, "warmup_ratio": warmup_ratio, "seed": seed,
-               "checkpoint_every": checkpoint_every},
+               "checkpoint_every": checkpoint_every, "gradient_checkpointing": gradient_checkpointing},
         eval={"batch_size": eval_batch_size, "max_new_tokens": max_new_tokens},
         model={"device": device, "dtype": dtype},
-        method_options={**parse_pairs(options), **_flag_options(method_opts, method)}, eval_all=eval_all)
+        method_options={**parse_pairs(options), **_flag_options(method_opts, method)}, eval_all=eval_all,
+        nproc=nproc, launcher_args=launcher_args)
     tasks = [t.strip() for t in task_list.split(",") if t.strip()]
     run_row = start_run(app.catalog, method=method, tasks=tasks, base=base, name=name, config=config)
     if as_json and not wait:

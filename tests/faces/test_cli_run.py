@@ -94,3 +94,15 @@ def test_base_that_does_not_load_fails_the_run_before_training(cli, home, tmp_pa
     detail = json.loads(cli("run", "show", "1", "--json").stdout)
     assert detail["status"] == "failed" and detail["error"]
     assert detail["adapters"] == [] and all(row == [None] for row in detail["matrix"])
+
+
+@pytest.mark.parametrize("flag, recorded", [([], None), (["--gradient-checkpointing"], True),
+                                            (["--no-gradient-checkpointing"], False)])
+def test_gradient_checkpointing_flag_is_recorded_with_auto_by_default(cli, tmp_path, cl_tasks, tiny_base_dir,
+                                                                      flag, recorded):
+    add_tasks_by_cli(cli, tmp_path, cl_tasks, names=("color",))
+    res = cli("run", "start", "--method", "seq-lora", "--tasks", "color", "--base", tiny_base_dir, *flag,
+              "--no-worker", "--json")
+    assert res.exit_code == 0, res.output
+    detail = json.loads(cli("run", "show", json.loads(res.stdout)["run_id"], "--json").stdout)
+    assert detail["config"]["train"]["gradient_checkpointing"] is recorded
