@@ -12,19 +12,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
+
+from ..core.process import die_with_parent, parent_is
 
 
 def _die_with_parent(parent: int) -> None:
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass
-    if os.getppid() != parent:  # the worker died before the line above took effect
+    die_with_parent()
+    if not parent_is(parent):  # the worker died before the line above took effect
         os._exit(3)
 
 

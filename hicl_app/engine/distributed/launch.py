@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ...core.fsio import atomic_write_json
+from ...core.process import die_with_parent
 from ..errors import EngineError, RanksFailed, Stopped
 from ..spec import StageResult, StageSpec, TaskData, json_ready, spec_to_json
 from .rank import RELAY_ENV
@@ -64,13 +65,6 @@ def torchrun_command(job_file: Path, nproc: int, launcher_args: list[str] | None
             "-m", "hicl_app.engine.distributed.rank", str(job_file)]
 
 
-def _die_with_parent() -> None:  # runs in the torchrun child between fork and exec
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)
-
-
 def _launch(job: dict, job_file: Path, nproc: int, on_event: EventFn | None, should_stop: StopFn | None,
             launcher_args: list[str] | None) -> Any:
     if nproc < 1:
@@ -84,7 +78,7 @@ def _launch(job: dict, job_file: Path, nproc: int, on_event: EventFn | None, sho
     env = {**os.environ, RELAY_ENV: address}
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     proc = subprocess.Popen(torchrun_command(job_file, nproc, launcher_args), env=env, stdin=subprocess.DEVNULL,
-                            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+                            preexec_fn=die_with_parent if sys.platform.startswith("linux") else None)
     outcome = None
     try:
         conn = _accept(server, proc)

@@ -14,29 +14,23 @@ from __future__ import annotations
 import json
 import os
 import queue
-import signal
 import socket
 import sys
 import threading
 import traceback
 from pathlib import Path
 
+from ...core.process import die_with_parent, parent_is
+
 RELAY_ENV = "HICL_RELAY"
 #: seconds rank 0 waits for the launcher to commit the loss points before a checkpoint
 ACK_TIMEOUT = 300.0
 
 
-def die_with_parent() -> None:
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        parent = os.getppid()
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            return
-        if os.getppid() != parent:
-            os._exit(3)
+def _die_with_parent() -> None:
+    parent = os.getppid()
+    if die_with_parent() and not parent_is(parent):
+        os._exit(3)
 
 
 class Relay:
@@ -119,7 +113,7 @@ def _run(job: dict, relay: Relay | None):
 
 
 def main(argv: list[str] | None = None) -> int:
-    die_with_parent()
+    _die_with_parent()
     args = sys.argv[1:] if argv is None else argv
     job = json.loads(Path(args[0]).read_text(encoding="utf-8"))
     from ..errors import EngineError, Stopped
