@@ -22,8 +22,6 @@ DTYPES = ("bfloat16", "float16", "float32")
               help="Global batch, split evenly between the ranks.")
 @click.option("--tasks", type=int, default=6, show_default=True, help="Tasks in the sequence (for the method's state).")
 @click.option("--rank", type=int, default=TrainConfig.rank, show_default=True, help="LoRA rank.")
-@click.option("--strategy", type=click.Choice(["ddp", "fsdp"]), default="ddp", show_default=True,
-              help="ddp: every rank holds the whole model; fsdp: parameters and optimizer sharded over the ranks.")
 @click.option("--max-length", type=int, default=TrainConfig.max_length, show_default=True,
               help="Text tokens per sample (an image's tokens come on top).")
 @click.option("--dtype", type=click.Choice(DTYPES), default="bfloat16", show_default=True, help="Weights and activations.")
@@ -32,7 +30,7 @@ DTYPES = ("bfloat16", "float16", "float32")
 @click.option("-o", "--option", "options", multiple=True, help="Method option KEY=VALUE (repeatable), e.g. -o expand=auto.")
 @click.option("--json", "as_json", is_flag=True,
               help="Keys: parameters, parts, trainable, state, memory (bytes per device), method_options.")
-def estimate(base, method, nproc, batch_size, tasks, rank, strategy, max_length, dtype, gradient_checkpointing,
+def estimate(base, method, nproc, batch_size, tasks, rank, max_length, dtype, gradient_checkpointing,
              options, as_json) -> None:
     """Size a run from its base's config alone (built on the meta device: nothing loaded, seconds on a CPU).
 
@@ -48,7 +46,7 @@ def estimate(base, method, nproc, batch_size, tasks, rank, strategy, max_length,
 
         config = _config(base, est)
         result = est.estimate(config, method, method_options=method_options, tasks=tasks, rank=rank, nproc=nproc,
-                              batch_size=batch_size, strategy=strategy, max_length=max_length, dtype=dtype,
+                              batch_size=batch_size, max_length=max_length, dtype=dtype,
                               gradient_checkpointing=gradient_checkpointing)
     except EngineError as exc:
         raise InvalidInput(str(exc), hint=exc.hint) from None
@@ -105,15 +103,13 @@ def render(r: dict) -> str:
         params.append(["  answering model adds", _n(st["answering_extra"])])
     on = m["gradient_checkpointing"]
     fixed = [("weights", m["weights"]), ("trainable + grads + AdamW", m["trainable_state"]), ("logits", m["logits"])]
-    if m["strategy"] == "fsdp":
-        fixed.insert(1, ("fsdp gathered layer", m["fsdp_gathered_layer"]))
     mem = [[k, _gib(v), _gib(v)] for k, v in fixed]
     mem.append(["activations", _gib(m["activations"]["checkpointing"]), _gib(m["activations"]["no_checkpointing"])])
     mem.append(["peak", _gib(m["peak_checkpointing"]) + (" *" if on else ""),
                 _gib(m["peak_no_checkpointing"]) + ("" if on else " *")])
     why = f"auto: on above {_n(m['gradient_checkpointing_above'])} parameters" if m["gradient_checkpointing_auto"] else "as asked"
     lines = [f"{r['base']} ({r['model']}), {r['method']}", table(["", "parameters"], params, align_right={1}), "",
-             f"memory per device: {m['strategy']} on {m['nproc']}, batch {m['per_rank_batch']} per rank, "
+             f"memory per device: DDP on {m['nproc']}, batch {m['per_rank_batch']} per rank, "
              f"{m['max_length']} + {m['image_tokens']} image tokens, {m['dtype']}",
              table(["", "checkpointing", "no checkpointing"], mem, align_right={1, 2}),
              f"* the run's peak (gradient checkpointing {'on' if on else 'off'}, {why}); CUDA context and "

@@ -6,13 +6,12 @@ so the counts are those of the real module tree, for any family the Auto classes
 a second on a CPU; the memory is arithmetic on those shapes.
 
 Memory per device in bytes, with w the bytes of the dtype (2 for bfloat16 / float16, 4 for
-float32), N ranks, b = B / N samples per rank, s = max_length + one image's tokens, L decoder
+float32), N ranks, b = ⌈B / N⌉ samples per rank (the largest share), s = max_length + one image's tokens, L decoder
 layers of width h, key/value width h_kv and MLP width i, V the vocabulary, P all parameters and
 P_t the trainable ones:
 
-    weights      w · P          ddp: on every rank; fsdp: w · P / N, plus one decoder layer
-                                gathered whole while it runs
-    trainable    16 · P_t       float32 value, gradient and AdamW's two moments (fsdp: / N)
+    weights      w · P          on every rank (DDP replicates the model)
+    trainable    16 · P_t       float32 value, gradient and AdamW's two moments
     activations  L · b·s · A    what the backward pass needs, kept from the forward
                  L · b·s · w·h + b·s · A   with gradient checkpointing: each layer's input, and
                                 one layer's activations while it is recomputed
@@ -58,7 +57,6 @@ from .checkpointing import GRADIENT_CHECKPOINTING_ABOVE, wants_gradient_checkpoi
 from .models import decoder_layers, find_language_model, linear_names, quiet_transformers
 
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
-STRATEGIES = ("ddp", "fsdp")
 #: float32 value + gradient + AdamW's exp_avg and exp_avg_sq, per trainable parameter
 TRAINABLE_BYTES = 16
 STATE_BYTES = 4
@@ -219,7 +217,7 @@ def _layers(indices: list[int]) -> str:
 
 def estimate(config, method: str, *, method_options: dict[str, Any] | None = None, tasks: int = 1,
              rank: int = TrainConfig.rank, nproc: int = 1, batch_size: int = TrainConfig.batch_size,
-             strategy: str = "ddp", max_length: int = TrainConfig.max_length, dtype: str = "bfloat16",
+             max_length: int = TrainConfig.max_length, dtype: str = "bfloat16",
              gradient_checkpointing: bool | None = None, dropout: float = TrainConfig.dropout) -> dict[str, Any]:
     """Parameter counts, the method's state after `tasks` tasks and peak memory per device (bytes)
     of training `method` with LoRA rank `rank` on `config`'s model; JSON-ready."""
@@ -229,13 +227,9 @@ def estimate(config, method: str, *, method_options: dict[str, Any] | None = Non
     bad = [msg for ok, msg in [
         (nproc >= 1, f"nproc must be >= 1, got {nproc}"),
         (tasks >= 1, f"tasks must be >= 1, got {tasks}"),
-        (strategy in STRATEGIES, f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}"),
         (dtype in DTYPE_BYTES, f"dtype must be one of {', '.join(DTYPE_BYTES)}, got {dtype!r}")] if not ok]
     if bad:
         raise EngineError("; ".join(bad))
-    if batch_size % nproc:
-        raise EngineError(f"batch size {batch_size} does not split over {nproc} ranks",
-                          hint=f"use a multiple of {nproc}: the global batch is shared evenly between the ranks")
     options = get_method(method, method_options).options
 
     model = meta_model(config)
@@ -246,15 +240,12 @@ def estimate(config, method: str, *, method_options: dict[str, Any] | None = Non
     dims = _text_dims(config)
     w = DTYPE_BYTES[dtype]
     n_img = image_tokens(config)
-    b, s = batch_size // nproc, max_length + n_img
+    b, s = -(-batch_size // nproc), max_length + n_img
     tokens = b * s
     per_token = activation_bytes_per_token(dims, lora_inputs(model), w, dropout)
-    shard = nproc if strategy == "fsdp" else 1
-    layer_params = max(sum(p.numel() for p in layer.parameters()) for layer in decoder_layers(model)[1])
     fixed = {
-        "weights": w * total // shard,
-        "fsdp_gathered_layer": w * layer_params if strategy == "fsdp" else 0,
-        "trainable_state": TRAINABLE_BYTES * trainable // shard,
+        "weights": w * total,
+        "trainable_state": TRAINABLE_BYTES * trainable,
         "logits": 4 * tokens * dims["vocab"],
     }
     acts = {"checkpointing": len(units) * tokens * w * dims["hidden"] + tokens * per_token,
@@ -267,7 +258,7 @@ def estimate(config, method: str, *, method_options: dict[str, Any] | None = Non
         "method_options": {f.name: getattr(options, f.name) for f in fields(options)},
         "parameters": total, "parts": counts, "trainable": trainable, "state": state,
         "memory": {
-            "strategy": strategy, "nproc": nproc, "batch_size": batch_size, "per_rank_batch": b,
+            "nproc": nproc, "batch_size": batch_size, "per_rank_batch": b,
             "max_length": max_length, "image_tokens": n_img, "sequence": s, "dtype": dtype,
             "gradient_checkpointing": on, "gradient_checkpointing_auto": gradient_checkpointing is None,
             "gradient_checkpointing_above": GRADIENT_CHECKPOINTING_ABOVE,
