@@ -21,7 +21,7 @@ from torch import nn
 from ..core.fsio import atomic_write_json, sha256_file
 from ..core.taskfile import load_records
 from .config import EvalConfig, ModelConfig, to_dict
-from .distributed import comm
+from .distributed import comm, fsdp
 from .errors import EngineError, Stopped
 from .eval.evaluate import evaluate_task
 from .methods import get_method
@@ -94,14 +94,18 @@ def run_stage(spec: StageSpec, on_event: EventFn | None = None,
     records = ctx.records = method.train_records(ctx)
     model = method.prepare(loaded.model, ctx)
     recompute = enable_gradient_checkpointing(model, spec.train.gradient_checkpointing)
-    ranks = f"{comm.world()} ranks of " if comm.world() > 1 else ""
+    ranks = f"{comm.world()} ranks ({spec.strategy}) of " if comm.world() > 1 else ""
     emit({"type": "log", "message": f"stage {spec.stage_index + 1}/{spec.n_stages} ({spec.method}): "
                                     f"{len(records)} samples from {', '.join(t.name for t in spec.train_tasks)} "
                                     f"on {ranks}{loaded.device} ({str(loaded.dtype).removeprefix('torch.')}"
                                     f"{', gradient checkpointing' if recompute else ''})"})
     outcome = train(model, loaded.processor, records, spec.train, device=loaded.device, dtype=loaded.dtype,
                     checkpoint_dir=spec.checkpoint_dir, fingerprint=fingerprint, on_event=emit,
-                    should_stop=should_stop, extra_loss=method.extra_loss)
+                    should_stop=should_stop, extra_loss=method.extra_loss, strategy=spec.strategy)
+    if outcome.trained is not None:  # FSDP: a whole model for saving and evaluation
+        del model
+        loaded = load_base(spec.model)
+        model = fsdp.rebuild(lambda: method.prepare(loaded.model, ctx), outcome.trained)
     method.after_train(model, ctx)
     files = method.save(model, ctx) if comm.is_main() else {}
     comm.barrier()  # the others build their evaluation model from what rank 0 saved

@@ -13,6 +13,8 @@ from typing import Any
 
 from .config import EvalConfig, ModelConfig, TrainConfig, from_dict
 
+STRATEGIES = ("ddp", "fsdp")
+
 
 @dataclass
 class TaskData:
@@ -48,8 +50,12 @@ class StageSpec:
     prev_stage_dir: Path | None
     checkpoint_dir: Path
     extra_tasks: dict[str, TaskData] = field(default_factory=dict)
+    #: how several ranks hold the model: "ddp" (replicated) or "fsdp" (sharded while training)
+    strategy: str = "ddp"
 
     def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, not {self.strategy!r}")
         self.stage_dir, self.checkpoint_dir = Path(self.stage_dir), Path(self.checkpoint_dir)
         self.prev_stage_dir = Path(self.prev_stage_dir) if self.prev_stage_dir is not None else None
 

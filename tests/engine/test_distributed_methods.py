@@ -95,3 +95,26 @@ def test_two_nodes_through_launcher_args(tiny_base_dir, cl_tasks, tmp_path):
     assert two.env["world_size"] == 2
     assert _compare(spec_one.stage_dir, spec_two.stage_dir, "adapter/adapter_model.safetensors") < TOL
     assert {n: s["score"] for n, s in one.scores.items()} == {n: s["score"] for n, s in two.scores.items()}
+
+
+def test_fsdp_stops_resumes_and_matches_one_process(tiny_base_dir, cl_tasks, tmp_path):
+    """--strategy fsdp: the language model sharded over two ranks; stopped mid-stage (sharded
+    optimizer state made whole in the checkpoint) and resumed, it ends where one process ends."""
+    import dataclasses
+
+    from hicl_app.engine.errors import Stopped
+
+    one = run_stage(_spec(tiny_base_dir, cl_tasks, tmp_path / "one"))
+    spec = dataclasses.replace(_spec(tiny_base_dir, cl_tasks, tmp_path / "fsdp"), strategy="fsdp")
+    events = []
+    with pytest.raises(Stopped) as stop:
+        run_stage_distributed(spec, 2, on_event=events.append,
+                              should_stop=lambda: sum(e["type"] == "loss" for e in events) >= 6)
+    assert 6 <= stop.value.step < 12 and stop.value.checkpoint is not None
+    assert any("2 ranks (fsdp)" in e.get("message", "") for e in events)
+    before = len(events)
+    resumed = run_stage_distributed(spec, 2, on_event=events.append)
+    assert any("resumed from checkpoint" in e.get("message", "") for e in events[before:])
+    assert resumed.steps == 12
+    assert _compare(tmp_path / "one" / "stage-0", spec.stage_dir, "adapter/adapter_model.safetensors") < TOL
+    assert {n: s["score"] for n, s in one.scores.items()} == {n: s["score"] for n, s in resumed.scores.items()}

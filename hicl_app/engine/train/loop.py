@@ -32,7 +32,7 @@ from torch import nn
 from ..config import TrainConfig, to_dict
 from ..data.encoding import IGNORE_INDEX, EncodedCache, Encoder, collate
 from ..data.vision_cache import vision_feature_cache
-from ..distributed import comm
+from ..distributed import comm, fsdp
 from ..errors import EngineError, Stopped
 from ..modeling.precision import autocast_context
 from .checkpoint import capture_rng, latest_checkpoint, load_checkpoint, restore_rng, save_checkpoint
@@ -50,6 +50,8 @@ class TrainResult:
     samples: int
     final_loss: float | None
     resumed_from: int | None
+    #: under FSDP, the trained tensors made whole (the sharded model is not used after training)
+    trained: dict[str, torch.Tensor] | None = None
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,8 @@ def token_loss_sum(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Te
 def train(model: nn.Module, processor: Any, records: list[dict], cfg: TrainConfig, *,
           device: torch.device, dtype: torch.dtype, checkpoint_dir: str | os.PathLike | None,
           fingerprint: dict[str, Any], on_event: EventFn | None = None,
-          should_stop: StopFn | None = None, extra_loss: ExtraLossFn | None = None) -> TrainResult:
+          should_stop: StopFn | None = None, extra_loss: ExtraLossFn | None = None,
+          strategy: str = "ddp") -> TrainResult:
     """Train the model's trainable parameters on `records`, resuming from `checkpoint_dir`.
 
     Checkpoints every `cfg.checkpoint_every` steps and at the end; when `should_stop()` turns
@@ -152,6 +155,8 @@ def train(model: nn.Module, processor: Any, records: list[dict], cfg: TrainConfi
     if `fingerprint` (plus the config and sample count, added here) matches the one it holds.
     `extra_loss(model, batch, step)`, when given, adds a method's regulariser to each
     micro-batch's loss (weighted 1/grad_accum, like the micro-batch's share of the step).
+    `strategy` says how several ranks hold the model: "ddp" (replicated) or "fsdp" (sharded; the
+    result then carries the trained tensors whole, see `fsdp.rebuild`); one process ignores it.
     """
     if not records:
         raise EngineError("no training samples for this stage")
@@ -169,16 +174,18 @@ def train(model: nn.Module, processor: Any, records: list[dict], cfg: TrainConfi
     lengths = tuple(encoder.length(r) for r in records) if cfg.group_by_length else None
     schedule = Schedule(len(records), cfg, lengths)
     total = schedule.total_steps
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    if not named:
+    if not any(p.requires_grad for p in model.parameters()):
         raise EngineError("the model has no trainable parameters")
-    optimizer = torch.optim.AdamW([p for _, p in named], lr=cfg.lr, weight_decay=cfg.weight_decay)
     world = comm.world()
-    net = model
-    if world > 1:
+    net, root = model, None
+    if world > 1 and strategy == "fsdp":
+        root = fsdp.shard(model, device)  # its parameters are new (sharded) tensors: collected below
+    elif world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW([p for _, p in named], lr=cfg.lr, weight_decay=cfg.weight_decay)
     encoded = EncodedCache(encoder, records) if cfg.cache_vision else None
     pad_id = processor.tokenizer.pad_token_id
 
@@ -191,8 +198,9 @@ def train(model: nn.Module, processor: Any, records: list[dict], cfg: TrainConfi
                               hint=f"delete {found} to restart the stage")
         with torch.no_grad():
             for name, param in named:
-                param.copy_(state.params[name])
-        optimizer.load_state_dict(state.optimizer)
+                param.copy_(fsdp.like(state.params[name], param))
+        optimizer.load_state_dict(fsdp.shard_optimizer_state(state.optimizer, [p for _, p in named]) if root
+                                  else state.optimizer)
         restore_rng(state.rng_ranks[comm.rank()] if len(state.rng_ranks) == world else state.rng)
         start = resumed_from = last_ckpt = state.step
         emit({"type": "log", "message": f"resumed from checkpoint {found.name} (step {start}/{total})"})
@@ -202,12 +210,14 @@ def train(model: nn.Module, processor: Any, records: list[dict], cfg: TrainConfi
         if checkpoint_dir is None or step == last_ckpt:
             return latest_checkpoint(checkpoint_dir)
         rngs = comm.gather(capture_rng())  # every rank's, so dropout resumes exactly on each
+        params = {n: fsdp.full(p) for n, p in named}  # sharded tensors made whole: every rank takes part
+        optimizer_state = fsdp.full_optimizer_state(optimizer.state_dict()) if root else optimizer.state_dict()
         last_ckpt = step
         if not comm.is_main():
             return None
         emit({"type": "before_checkpoint", "step": step})  # the caller commits what it holds up to here
         path = save_checkpoint(checkpoint_dir, step=step, micro_batch=step * cfg.grad_accum, total_steps=total,
-                               params={n: p for n, p in named}, optimizer_state=optimizer.state_dict(),
+                               params=params, optimizer_state=optimizer_state,
                                fingerprint=fingerprint, rng_ranks=rngs)
         emit({"type": "checkpoint", "step": step, "path": str(path)})
         return path
@@ -247,7 +257,10 @@ def train(model: nn.Module, processor: Any, records: list[dict], cfg: TrainConfi
                 for k, (batch, size, weight) in enumerate(batches):
                     on_device = _to_device(batch, device, dtype)
                     # DDP averages the ranks' gradients: scaling by `world` makes that the global sum
-                    sync = nullcontext() if world == 1 or k == len(batches) - 1 else net.no_sync()
+                    last = k == len(batches) - 1
+                    if root is not None:
+                        fsdp.set_gradient_sync(root, last)
+                    sync = nullcontext() if world == 1 or last or root is not None else net.no_sync()
                     with sync:
                         with autocast_context(device, dtype):
                             loss = token_loss_sum(net, on_device) / max(n_tokens, 1)
@@ -277,6 +290,8 @@ def train(model: nn.Module, processor: Any, records: list[dict], cfg: TrainConfi
                 if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < total:
                     checkpoint(done)
             checkpoint(total)
+            whole = {n: fsdp.full(p).detach().clone() for n, p in named} if root is not None else None
         finally:
             model.eval()
-    return TrainResult(steps=total, samples=len(records), final_loss=loss_value, resumed_from=resumed_from)
+    return TrainResult(steps=total, samples=len(records), final_loss=loss_value, resumed_from=resumed_from,
+                       trained=whole)
