@@ -15,7 +15,7 @@ from .output import emit_json, fmt_num, info, table
 #: run-level option names of `run start`; a method option of the same name gets a `--METHOD-` prefix
 RUN_FLAGS = ("method", "tasks", "base", "name", "rank", "alpha", "dropout", "lr", "epochs", "max_steps", "batch_size",
              "grad_accum", "warmup_ratio", "seed", "checkpoint_every", "gradient_checkpointing", "eval_batch_size", "max_new_tokens",
-             "eval_all", "device", "dtype", "nproc", "launcher_args", "option", "wait", "no_worker", "json")
+             "eval_all", "device", "dtype", "nproc", "strategy", "launcher_args", "option", "wait", "no_worker", "json")
 #: flag dest -> (option name, the methods that declare it)
 METHOD_FLAGS: dict[str, tuple[str, tuple[str, ...]]] = {}
 
@@ -114,6 +114,9 @@ def run() -> None:
 @click.option("--dtype", type=click.Choice(["bfloat16", "float16", "float32"]), help="Default: bfloat16 on CUDA, float32 on CPU.")
 @click.option("--nproc", type=int, help="Data-parallel processes (GPUs) per stage, launched with torchrun; "
                                        "--batch-size stays the global batch (default: the worker's --nproc, else 1).")
+@click.option("--strategy", type=click.Choice(["ddp", "fsdp"]),
+              help="How the --nproc ranks hold the model: ddp replicates it, fsdp shards the language model "
+                   "while training (default ddp).")
 @click.option("--launcher-args", help="Extra torchrun flags, e.g. for several nodes: "
                                       "\"--nnodes 2 --rdzv-backend c10d --rdzv-endpoint HOST:29400\".")
 @click.option("-o", "--option", "options", multiple=True, help="Method option KEY=VALUE (repeatable).")
@@ -124,7 +127,7 @@ def run() -> None:
 @pass_app
 def run_start(app: AppContext, method, task_list, base, name, rank, alpha, dropout, lr, epochs, max_steps, batch_size,
               grad_accum, warmup_ratio, seed, checkpoint_every, gradient_checkpointing, eval_batch_size, max_new_tokens, eval_all,
-              device, dtype, nproc, launcher_args, options, wait, no_worker, as_json, **method_opts) -> None:
+              device, dtype, nproc, strategy, launcher_args, options, wait, no_worker, as_json, **method_opts) -> None:
     """Record a run and queue one job per stage; prints the run id.
 
     Method options come as flags (`--fusion sum`) or as `-o KEY=VALUE`; a flag wins.
@@ -139,7 +142,7 @@ def run_start(app: AppContext, method, task_list, base, name, rank, alpha, dropo
         eval={"batch_size": eval_batch_size, "max_new_tokens": max_new_tokens},
         model={"device": device, "dtype": dtype},
         method_options={**parse_pairs(options), **_flag_options(method_opts, method)}, eval_all=eval_all,
-        nproc=nproc, launcher_args=launcher_args)
+        nproc=nproc, launcher_args=launcher_args, strategy=strategy)
     tasks = [t.strip() for t in task_list.split(",") if t.strip()]
     run_row = start_run(app.catalog, method=method, tasks=tasks, base=base, name=name, config=config)
     if as_json and not wait:

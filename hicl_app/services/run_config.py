@@ -23,12 +23,13 @@ def default(section: type, name: str) -> Any:
 def run_config(*, train: dict[str, Any] | None = None, eval: dict[str, Any] | None = None,
                model: dict[str, Any] | None = None, method_options: dict[str, Any] | None = None,
                eval_all: bool = False, general_task: str | None = None, nproc: int | None = None,
-               launcher_args: str | None = None) -> dict[str, Any]:
+               launcher_args: str | None = None, strategy: str | None = None) -> dict[str, Any]:
     """The run's config from the values a user gave (None: the default), checked like the worker
     will build it, so a bad value fails before anything is recorded.
 
-    `nproc` (ranks per stage; None: the worker's `--nproc`) and `launcher_args` (torchrun flags,
-    e.g. for several nodes) go under "launch": they change where a stage runs, not its result.
+    `nproc` (ranks per stage; None: the worker's `--nproc`), `strategy` (ddp or fsdp) and
+    `launcher_args` (torchrun flags, e.g. for several nodes) go under "launch": they change where
+    and how a stage runs, not its result.
     """
     train = {k: v for k, v in (train or {}).items() if v is not None}
     train.setdefault("alpha", 2 * train.get("rank", default(TrainConfig, "rank")))
@@ -40,12 +41,16 @@ def run_config(*, train: dict[str, Any] | None = None, eval: dict[str, Any] | No
     except EngineError as exc:
         raise InvalidInput(str(exc), hint=exc.hint) from None
     return {**resolved, "model": model, "method_options": dict(method_options or {}), "eval_all": bool(eval_all),
-            **({"general_task": general_task} if general_task else {}), **_launch(nproc, launcher_args)}
+            **({"general_task": general_task} if general_task else {}), **_launch(nproc, launcher_args, strategy)}
 
 
-def _launch(nproc: int | None, launcher_args: str | None) -> dict[str, Any]:
+def _launch(nproc: int | None, launcher_args: str | None, strategy: str | None) -> dict[str, Any]:
     import shlex
 
+    from ..engine.spec import STRATEGIES
+
+    if strategy is not None and strategy not in STRATEGIES:
+        raise InvalidInput(f"--strategy must be one of {', '.join(STRATEGIES)}, not {strategy!r}")
     if nproc is not None and nproc < 1:
         raise InvalidInput(f"--nproc must be >= 1, not {nproc}", hint="the number of processes (GPUs) per stage")
     try:
@@ -57,5 +62,6 @@ def _launch(nproc: int | None, launcher_args: str | None) -> dict[str, Any]:
     if bad:
         raise InvalidInput(f"--launcher-args may not set {bad[0].split('=')[0]}: hicl sets it",
                            hint="use --nproc for the processes per node")
-    launch = {**({"nproc": nproc} if nproc else {}), **({"launcher_args": args} if args else {})}
+    launch = {**({"nproc": nproc} if nproc else {}), **({"strategy": strategy} if strategy else {}),
+              **({"launcher_args": args} if args else {})}
     return {"launch": launch} if launch else {}

@@ -83,6 +83,7 @@ def build_spec(catalog: Catalog, run: Run, stage: Stage):
         prev_stage_dir=prev_dir,
         checkpoint_dir=ckpt_dir,
         extra_tasks={n: data(n) for n in extra},
+        strategy=(cfg.get("launch") or {}).get("strategy") or "ddp",
     )
 
 
