@@ -20,6 +20,8 @@ MAX_PROBLEMS = 20
 IMAGE_TOKEN = "<image>"
 HUMAN_ROLES = {"human", "user"}
 ASSISTANT_ROLES = {"gpt", "assistant"}
+#: images above this many pixels are refused at add-task (PIL's own bomb limit is ~89 M)
+MAX_PIXELS = 40_000_000
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -118,6 +120,9 @@ def _parse_llava(obj: dict, where: str, problems: _Problems) -> tuple[str, str, 
             if not turn["value"].strip():
                 problems.add(where, f"turn {k}: the answer is empty")
                 return None
+            if IMAGE_TOKEN in turn["value"]:
+                problems.add(where, f"turn {k}: the answer contains {IMAGE_TOKEN}, which only a question may hold")
+                return None
             turns.append([pending, turn["value"].strip()])
             pending = None
         else:
@@ -144,6 +149,9 @@ def _parse_vqa(obj: dict, where: str, problems: _Problems) -> tuple[str, str, li
     if not isinstance(a, str) or not a.strip():
         problems.add(where, "'answer' must be a non-empty string")
         ok = False
+    elif IMAGE_TOKEN in a:
+        problems.add(where, f"'answer' contains {IMAGE_TOKEN}, which only a question may hold")
+        ok = False
     return (_strip_image_token(q), a.strip(), []) if ok else None
 
 
@@ -167,13 +175,19 @@ class _ImageChecker:
 
     @staticmethod
     def _open(full: Path) -> str | None:
+        """Decode the whole image once: `verify()` alone passes a PNG whose pixel data is corrupt."""
         if not full.is_file():
             return f"file not found at {full}"
         from PIL import Image, UnidentifiedImageError
 
         try:
             with Image.open(full) as im:
-                im.verify()
+                if im.width * im.height > MAX_PIXELS:
+                    return (f"is {im.width}x{im.height} pixels, more than the {MAX_PIXELS:,} allowed; "
+                            "downscale it (a vision tower sees a few hundred pixels a side)")
+                im.load()
+        except Image.DecompressionBombError as exc:
+            return f"is too large to decode safely ({exc})"
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             return f"does not open as an image ({exc.__class__.__name__}: {exc})"
         return None
@@ -261,7 +275,7 @@ def guess_scorer(answers: list[str]) -> str:
 
 
 def check_name(name: str) -> str:
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):  # match() would let "abc\n" through ($ matches before a newline)
         raise InvalidInput(f"invalid task name {name!r}",
                            hint="use letters, digits, '.', '_' or '-' (at most 64 characters, starting with a letter or digit)")
     return name

@@ -143,3 +143,43 @@ def test_show_and_rm(cli, home, llava_file):
     assert not (home / "tasks" / "c1").exists()
     res = cli("task", "show", "c1")
     assert res.exit_code == 4 and "no task named 'c1'" in res.stderr
+
+
+def _png_with_corrupt_pixels(good: bytes) -> bytes:
+    """`good` with its IDAT payload replaced by bytes that are not zlib data, CRC fixed: the chunk
+    structure is valid (so `Image.verify()` passes) but the pixels do not decode."""
+    import struct
+    import zlib
+
+    at = good.index(b"IDAT") - 4
+    length = struct.unpack(">I", good[at:at + 4])[0]
+    junk = bytes(range(7, 7 + length))
+    chunk = struct.pack(">I", length) + b"IDAT" + junk + struct.pack(">I", zlib.crc32(b"IDAT" + junk))
+    return good[:at] + chunk + good[at + 12 + length:]
+
+
+@pytest.mark.parametrize("case", ["vqa_answer_image", "llava_answer_image", "corrupt_pixels", "too_many_pixels",
+                                  "name_newline"])
+def test_more_bad_input_is_caught_at_add_task(cli, home, tmp_path, monkeypatch, case):
+    names = write_images(tmp_path / "img", 2)
+    good = (tmp_path / "img" / "0.png").read_bytes()
+    (tmp_path / "img" / "bad.png").write_bytes(_png_with_corrupt_pixels(good))
+    image, answer, args, expected = names[0], "a cat", [], ""
+    if case == "vqa_answer_image":
+        answer, expected = "<image> a cat", "'answer' contains <image>"
+    elif case == "corrupt_pixels":
+        image, expected = "img/bad.png", "does not open as an image"
+    elif case == "too_many_pixels":
+        monkeypatch.setattr("hicl_app.core.taskfile.MAX_PIXELS", 100)
+        expected = "16x16 pixels, more than the 100 allowed"
+    elif case == "name_newline":
+        args, expected = ["--name", "abc\n"], "invalid task name"
+    rec = {"image": image, "question": "What is it?", "answer": answer}
+    if case == "llava_answer_image":
+        rec = {"image": image, "conversations": [{"from": "human", "value": "<image>\nWhat is it?"},
+                                                 {"from": "gpt", "value": "a <image> cat"}]}
+        expected = "the answer contains <image>"
+    res = cli("add-task", write_jsonl(tmp_path / "t.jsonl", [rec, {**rec, "image": names[1]}]), *args)
+    assert res.exit_code == EXIT_INVALID_INPUT, res.output
+    assert expected in res.stderr and res.stdout == ""
+    assert _snapshot(home) == ([], [])
