@@ -33,6 +33,10 @@ def test_add_llava_jsonl(cli, home, llava_file):
     recs = [json.loads(line) for line in (home / "tasks" / "colour" / "train.jsonl").read_text().splitlines()]
     assert recs[0]["question"] == "What colour is it?" and recs[0]["answer"] == "blue"
     assert Path(recs[0]["image"]).is_absolute() and Path(recs[0]["image"]).is_file()
+    from hicl_app.core.fsio import current_umask
+
+    mode = (home / "tasks" / "colour" / "train.jsonl").stat().st_mode & 0o777
+    assert mode == 0o666 & ~current_umask()  # the user's umask, not mkstemp's 0600
 
 
 def test_add_vqa_json_list_with_separate_test_and_images_dir(cli, tmp_path):
