@@ -91,13 +91,13 @@ class _Reporter:
     """Turns engine events into catalog rows, batching writes so the hot loop is not slowed.
 
     Every write is fenced by the job's lease. Loss points up to a step are committed before the
-    engine writes that step's checkpoint (at checkpoint steps, at the last step, and when a stop
-    is about to be checkpointed), and a resumed job first deletes the points after its
-    checkpoint, so a crash at any moment leaves each step's point exactly once.
+    engine writes that step's checkpoint (it says "before_checkpoint" first, in one process or
+    from rank 0, which waits for the commit), and a resumed job first deletes the points after
+    its checkpoint, so a crash at any moment leaves each step's point exactly once.
     """
 
-    def __init__(self, ctx: JobContext, stage: Stage, checkpoint_every: int, every: float = 1.0):
-        self.ctx, self.stage, self.checkpoint_every = ctx, stage, checkpoint_every
+    def __init__(self, ctx: JobContext, stage: Stage, every: float = 1.0):
+        self.ctx, self.stage = ctx, stage
         self.every = every
         self.points: list[CurvePoint] = []
         self.progress: dict | None = None
@@ -112,7 +112,6 @@ class _Reporter:
                 if event.get(name) is not None:
                     self.points.append(CurvePoint(run_id=self.ctx.job.run_id, stage_index=self.stage.index, name=name,
                                                   step=step, value=float(event[name])))
-            boundary = bool(self.checkpoint_every) and step % self.checkpoint_every == 0
         elif kind == "progress":
             self.progress = {k: v for k, v in event.items() if k != "type"}
             boundary = self.progress.get("step") == self.progress.get("total")
@@ -143,10 +142,7 @@ class _Reporter:
         self.points = self.points[len(points):]
 
     def should_stop(self) -> bool:
-        stop = self.ctx.should_stop()
-        if stop and self.ctx.reason != LEASE:
-            self.flush()  # the engine checkpoints next: its points must be in the catalog first
-        return stop
+        return self.ctx.should_stop()
 
 
 def _fence(s, job_id: int, owner: str, **values) -> None:
@@ -193,7 +189,7 @@ def run_stage_job(ctx: JobContext) -> str:
     ctx.say(f"job {job.id}: run {run.id} stage {stage.index} ({run.method}, train on "
             f"{', '.join(stage.train_tasks)}), attempt {job.attempts}")
     spec = build_spec(catalog, run, stage)
-    reporter = _Reporter(ctx, stage, spec.train.checkpoint_every)
+    reporter = _Reporter(ctx, stage)
     nproc, launcher_args = launch_settings(run, ctx)
     if stage.index == 0:
         _zero_shot(ctx, run, spec, reporter, nproc, launcher_args)

@@ -93,11 +93,6 @@ def shard_optimizer_state(state: dict, params: list[torch.Tensor]) -> dict:
     return state
 
 
-def set_gradient_sync(root: nn.Module, on: bool) -> None:
-    """Reduce gradients after this micro-batch's backward (off: accumulate locally)."""
-    root.set_requires_gradient_sync(on)
-
-
 def rebuild(prepare, trained: dict[str, torch.Tensor]) -> nn.Module:
     """`prepare()` (a fresh base through the method's `prepare`) with `trained` copied in by name;
     the RNG is left as it was, so what follows runs as after DDP training."""

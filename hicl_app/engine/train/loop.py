@@ -258,8 +258,8 @@ def train(model: nn.Module, processor: Any, records: list[dict], cfg: TrainConfi
                     on_device = _to_device(batch, device, dtype)
                     # DDP averages the ranks' gradients: scaling by `world` makes that the global sum
                     last = k == len(batches) - 1
-                    if root is not None:
-                        fsdp.set_gradient_sync(root, last)
+                    if root is not None:  # FSDP: reduce after the step's last micro-batch only
+                        root.set_requires_gradient_sync(last)
                     sync = nullcontext() if world == 1 or last or root is not None else net.no_sync()
                     with sync:
                         with autocast_context(device, dtype):
