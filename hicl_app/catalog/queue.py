@@ -47,13 +47,21 @@ def _is_busy(exc: OperationalError) -> bool:
     return "database is locked" in msg or "database is busy" in msg or "database table is locked" in msg
 
 
-def with_busy_retry(fn: Callable[[], T], *, budget: float = BUSY_RETRY_SECONDS) -> T:
-    """Run the transaction `fn`, again with jittered back-off while SQLite says it is busy.
+def busy_budget() -> float:
+    """Seconds a write waits for a busy catalog, SQLite's own timeout included."""
+    from .db import BUSY_TIMEOUT_MS
+
+    return BUSY_RETRY_SECONDS + BUSY_TIMEOUT_MS / 1000
+
+
+def with_busy_retry(fn: Callable[[], T], *, budget: float | None = None) -> T:
+    """Run the transaction `fn`, again with jittered back-off while SQLite says it is busy, for
+    `budget` seconds (default BUSY_RETRY_SECONDS); then the busy error is raised.
 
     SQLite's own busy timeout covers most waits; this covers the rest (a read transaction that
     cannot be upgraded, or a writer holding the lock longer than the timeout).
     """
-    deadline = time.monotonic() + budget
+    deadline = time.monotonic() + (BUSY_RETRY_SECONDS if budget is None else budget)
     delay = 0.05
     while True:
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from ..core.errors import Conflict, InvalidInput, NotFound
@@ -12,6 +13,7 @@ from ..core.fsio import publish_dir, staging_dir
 from ..core.taskfile import check_name, default_name, guess_scorer, parse_task_file, relative_images, split_records, write_records
 from .db import Catalog
 from .models import Run, Task
+from .queue import with_busy_retry
 
 SCORERS = ("exact", "relaxed", "choice", "caption")
 
@@ -40,7 +42,7 @@ def add_task(
         raise InvalidInput("--test and --test-fraction exclude each other", hint="pass one of them")
     with catalog.session() as s:
         if s.exec(select(Task).where(Task.name == name)).first():
-            raise Conflict(f"a task named {name!r} already exists", hint="choose another --name or `hicl task rm` it first")
+            raise _name_taken(name)
 
     train = parse_task_file(file, images)
     if test_file is not None:
@@ -68,16 +70,27 @@ def add_task(
             test_fraction=None if test else test_fraction, split_seed=seed,
             n_train=len(train_records), n_test=len(test_records), scorer=scorer, data_dir=str(final),
         )
-        with catalog.session() as s:
-            s.add(row)
-            s.flush()
-            publish_dir(staged, final)
+
+        def record() -> None:
+            try:
+                with catalog.session() as s:
+                    s.add(row)
+                    s.flush()  # a concurrent add-task of the same name fails here, on the unique name
+                    publish_dir(staged, final)
+            except IntegrityError:
+                raise _name_taken(name) from None
+
+        with_busy_retry(record)
         return row
     except BaseException:
         shutil.rmtree(staged, ignore_errors=True)
         if final.exists() and not _task_exists(catalog, name):
             shutil.rmtree(final, ignore_errors=True)
         raise
+
+
+def _name_taken(name: str) -> Conflict:
+    return Conflict(f"a task named {name!r} already exists", hint="choose another --name or `hicl task rm` it first")
 
 
 def _task_exists(catalog: Catalog, name: str) -> bool:

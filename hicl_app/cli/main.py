@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -13,14 +14,30 @@ from .context import AppContext
 
 
 class HiclGroup(click.Group):
-    """Turns a HiclError into a clear message on stderr and its named exit code."""
+    """Turns a HiclError into a clear message on stderr and its named exit code; so too a full or
+    read-only disk and the catalog's database errors (cli/failures.py). HICL_DEBUG=1 keeps the
+    traceback of those."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except HiclError as exc:
-            click.echo(f"error: {exc.render()}", err=True)
-            ctx.exit(exc.exit_code)
+            self._fail(ctx, exc)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as exc:
+            from .failures import explain
+
+            settings = getattr(ctx.obj, "settings", None)
+            err = None if os.environ.get("HICL_DEBUG") else explain(exc, settings.db_url if settings else None)
+            if err is None:
+                raise
+            self._fail(ctx, err)
+
+    @staticmethod
+    def _fail(ctx: click.Context, exc: HiclError):
+        click.echo(f"error: {exc.render()}", err=True)
+        ctx.exit(exc.exit_code)
 
 
 @click.group(cls=HiclGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -163,6 +163,8 @@ class _ImageChecker:
         self.seen: dict[Path, str | None] = {}
 
     def check(self, raw: str) -> tuple[Path | None, str | None]:
+        if "\x00" in raw:  # no file system takes one; os calls would raise ValueError
+            return None, f"image path {raw!r} contains a NUL byte; fix the path"
         candidate = Path(raw)
         full = (candidate if candidate.is_absolute() else self.root / candidate).resolve()
         if not full.is_relative_to(self.root):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from ..catalog.db import Catalog
 from ..catalog.models import Run
+from ..catalog.queue import with_busy_retry
 from ..catalog.runs import create_run
 from ..catalog.tasks import get_task, missing_images
 from ..core.errors import InvalidInput
@@ -49,9 +50,13 @@ def start_run(catalog: Catalog, *, method: str, tasks: list[str], base: str, nam
     _check_config(config, base)
     check_method(method, config.get("method_options") or {}, what=f"method {method!r}: ")
     stages = get_method(method, config.get("method_options")).plan(tasks)
-    with catalog.session() as s:
-        return create_run(s, name=name or f"{method}:{','.join(tasks)}", method=method, base_model=base,
-                          task_order=tasks, stages=stages, config=config)
+
+    def record() -> Run:
+        with catalog.session() as s:
+            return create_run(s, name=name or f"{method}:{','.join(tasks)}", method=method, base_model=base,
+                              task_order=tasks, stages=stages, config=config)
+
+    return with_busy_retry(record)  # as the worker's writes: a busy catalog is waited for, not an error
 
 
 def _check_config(config: dict, base: str) -> None:

@@ -163,7 +163,7 @@ def _png_with_corrupt_pixels(good: bytes) -> bytes:
 
 
 @pytest.mark.parametrize("case", ["vqa_answer_image", "llava_answer_image", "corrupt_pixels", "too_many_pixels",
-                                  "name_newline"])
+                                  "decompression_bomb", "nul_in_image_path", "name_newline"])
 def test_more_bad_input_is_caught_at_add_task(cli, home, tmp_path, monkeypatch, case):
     names = write_images(tmp_path / "img", 2)
     good = (tmp_path / "img" / "0.png").read_bytes()
@@ -176,6 +176,11 @@ def test_more_bad_input_is_caught_at_add_task(cli, home, tmp_path, monkeypatch, 
     elif case == "too_many_pixels":
         monkeypatch.setattr("hicl_app.core.taskfile.MAX_PIXELS", 100)
         expected = "16x16 pixels, more than the 100 allowed"
+    elif case == "decompression_bomb":  # PIL's own limit, met before ours: DecompressionBombError
+        monkeypatch.setattr("PIL.Image.MAX_IMAGE_PIXELS", 100)
+        expected = "is too large to decode safely"
+    elif case == "nul_in_image_path":
+        image, expected = "img/0.png\x00.png", "contains a NUL byte"
     elif case == "name_newline":
         args, expected = ["--name", "abc\n"], "invalid task name"
     rec = {"image": image, "question": "What is it?", "answer": answer}
