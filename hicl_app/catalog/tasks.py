@@ -133,21 +133,30 @@ def _own_folder(catalog: Catalog, task: Task) -> Path:
     return expected
 
 
-def missing_images(task: Task, limit: int = 5) -> list[str]:
-    """Image files that went missing since `add-task` (checked before a run trains)."""
+def data_problem(task: Task, limit: int = 5) -> tuple[str, str] | None:
+    """(what is wrong, how to fix it) when a task's data is no longer usable: its normalised
+    train.jsonl / test.jsonl gone, or image files gone since `add-task` (checked before a run
+    trains); None when all is there."""
     from ..core.taskfile import load_records
 
+    again = f"add the task again (`hicl task rm {task.name} --force`, then `hicl add-task`)"
     missing: list[str] = []
     for split in ("train.jsonl", "test.jsonl"):
         path = Path(task.data_dir) / split
         if not path.is_file():
-            return [str(path)]
+            return (f"task {task.name!r}: its task file {path} is gone (the workspace's tasks/{task.name} was "
+                    "removed or changed outside hicl)", f"restore it from a backup, or {again}")
         for rec in load_records(path):
             if not Path(rec["image"]).is_file():
                 missing.append(rec["image"])
                 if len(missing) >= limit:
-                    return missing
-    return missing
+                    break
+        if len(missing) >= limit:
+            break
+    if missing:
+        return (f"task {task.name!r}: {len(missing)}{'+' if len(missing) >= limit else ''} image(s) went missing "
+                f"since add-task, e.g. {missing[0]}", f"restore the images, or {again}")
+    return None
 
 
 def task_dict(task: Task) -> dict:

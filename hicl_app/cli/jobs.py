@@ -32,6 +32,13 @@ def _eta(seconds) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
+def _tries(j: dict) -> str:
+    """Attempts used of those allowed while the job can still run; once it ended, only the number
+    used: a job that failed on its first attempt is not retried (a crash of its own, an error, a
+    cancel), so "1/3" would promise two more tries that will not come."""
+    return f"{j['attempts']}/{j['max_attempts']}" if j["status"] in ("queued", "running") else str(j["attempts"])
+
+
 def _note(j: dict) -> str:
     if j["status"] == "running" and j["cancel_requested"]:
         return "cancel requested"
@@ -64,7 +71,7 @@ def jobs(ctx: click.Context, show_all: bool, as_json: bool) -> None:
         p = j["progress"]
         what = f"run {j['run_id']} · stage {j['stage_index']}" if j["kind"] == "stage" else j["kind"]
         step = f"{p['step']}/{p.get('total', '?')}" if "step" in p else ""
-        out.append([j["id"], what, j["status"], f"{j['attempts']}/{j['max_attempts']}", step,
+        out.append([j["id"], what, j["status"], _tries(j), step,
                     fmt_num(p.get("loss"), 3), fmt_num(p.get("samples_per_s"), 1),
                     _eta(p.get("eta_s")) if j["status"] == "running" else "—", _note(j)])
     click.echo(table(["job", "what", "status", "try", "step", "loss", "smp/s", "ETA", "note"], out,

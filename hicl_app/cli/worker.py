@@ -30,7 +30,11 @@ def worker(app: AppContext, once: bool, max_jobs: int | None, idle_exit: float |
     from ..worker.loop import Worker
 
     def on_end(job, status):
-        info(f"job {job.id} {status}")
+        if status == "lost":
+            info(f"job {job.id} lost: its lease went to another worker, which runs it now; this worker "
+                 "wrote nothing more for it")
+        else:
+            info(f"job {job.id} {status}")
 
     w = Worker(app.catalog, isolate=True, lease_seconds=lease_seconds, on_job=lambda job: info(job_label(job)),
                on_end=on_end, nproc=nproc)

@@ -8,7 +8,7 @@ from ..catalog.db import Catalog
 from ..catalog.models import Run
 from ..catalog.queue import with_busy_retry
 from ..catalog.runs import create_run
-from ..catalog.tasks import get_task, missing_images
+from ..catalog.tasks import data_problem, get_task
 from ..core.errors import InvalidInput
 from .method_options import check_method
 
@@ -33,11 +33,10 @@ def start_run(catalog: Catalog, *, method: str, tasks: list[str], base: str, nam
                 unknown.append(t)
         if unknown:
             raise InvalidInput(f"unknown task(s): {', '.join(unknown)}", hint="`hicl tasks` lists them; `hicl add-task` adds one")
-    for t, row in rows.items():
-        gone = missing_images(row)
-        if gone:
-            raise InvalidInput(f"task {t!r}: image(s) went missing since add-task, e.g. {gone[0]}",
-                               hint="restore the images or add the task again")
+    for row in rows.values():
+        problem = data_problem(row)
+        if problem:
+            raise InvalidInput(problem[0], hint=problem[1])
     base_path = Path(base).expanduser()
     if base_path.exists():
         if not (base_path / "config.json").is_file():

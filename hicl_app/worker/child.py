@@ -16,11 +16,15 @@ import sys
 
 from ..core.process import die_with_parent, parent_is
 
+#: the exit status of a child that wrote nothing for its job: the job was not, or no longer, held by
+#: its worker (the lease went to another worker, which may have finished the job since)
+CHILD_LOST = 3
+
 
 def _die_with_parent(parent: int) -> None:
     die_with_parent()
     if not parent_is(parent):  # the worker died before the line above took effect
-        os._exit(3)
+        os._exit(CHILD_LOST)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,11 +49,11 @@ def main(argv: list[str] | None = None) -> int:
     install_stop_signals(ctx)
     if job.status != "running" or job.lease_owner != args.owner:
         ctx.say(f"job {job.id} is {job.status} and not held by {args.owner}: nothing to do")
-        return 3
+        return CHILD_LOST
     status = execute(ctx)
     ctx.say(f"job {job.id} ended: {status}")
     catalog.dispose()
-    return 0
+    return CHILD_LOST if status == "lost" else 0
 
 
 if __name__ == "__main__":

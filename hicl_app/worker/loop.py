@@ -22,6 +22,7 @@ from types import SimpleNamespace
 from ..catalog import queue
 from ..catalog.db import Catalog
 from ..catalog.models import Job
+from .child import CHILD_LOST
 from .context import JobContext
 from .kinds import KINDS, execute
 from .owner import owner_is_dead, worker_id
@@ -189,8 +190,11 @@ class Worker:
     def _after_child(self, job: Job, rc: int, killed: str | None, log_path: Path) -> str:
         """The child is gone: if it left the job running under our lease, close it here."""
         row = queue.get_job(self.catalog, job.id)
+        if killed == "lease" or rc == CHILD_LOST:
+            return "lost"  # another worker holds the job (and may have finished it): none of that is ours
         if row.status != "running" or row.lease_owner != self.owner:
-            return row.status if row.status != "running" else "lost"
+            # the child closed the job itself (exit 0), else someone else did: not ours to report
+            return row.status if rc == 0 and row.status != "running" else "lost"
         if killed == "cancel":
             reason = f"cancelled by the user (the job did not stop within {self.cancel_grace:.0f}s and was killed)"
             ok = queue.finish(self.catalog, job.id, "cancelled", error=reason, owner=self.owner)

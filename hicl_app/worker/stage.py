@@ -18,7 +18,7 @@ from ..catalog import queue
 from ..catalog.db import Catalog
 from ..catalog.models import Adapter, CurvePoint, Job, Run, Stage, utcnow
 from ..catalog.runs import add_event, scores_of, stages_of, upsert_score
-from ..catalog.tasks import get_task, missing_images
+from ..catalog.tasks import data_problem, get_task
 from ..core.errors import HiclError
 from .context import LEASE, JobContext
 
@@ -49,11 +49,10 @@ def build_spec(catalog: Catalog, run: Run, stage: Stage):
         names = list(run.task_order) + ([cfg["general_task"]] if cfg.get("general_task") else [])
         names += [n for n in extra if n not in names]
         tasks = {name: get_task(s, name) for name in names}
-    for name, task in tasks.items():
-        gone = missing_images(task)
-        if gone:
-            raise PreflightError(f"task {name!r}: {len(gone)}+ image(s) went missing since add-task, e.g. {gone[0]}",
-                                 hint="restore the images or add the task again")
+    for task in tasks.values():
+        problem = data_problem(task)
+        if problem:
+            raise PreflightError(problem[0], hint=problem[1])
 
     def data(name: str) -> TaskData:
         t = tasks[name]
@@ -101,6 +100,7 @@ class _Reporter:
         self.every = every
         self.points: list[CurvePoint] = []
         self.progress: dict | None = None
+        self.last_loss: tuple[int, float | None] | None = None
         self.last_flush = 0.0
 
     def __call__(self, event: dict) -> None:
@@ -108,6 +108,7 @@ class _Reporter:
         boundary = False
         if kind == "loss":
             step = int(event["step"])
+            self.last_loss = (step, event.get("loss"))
             for name in ("loss", "lr"):
                 if event.get(name) is not None:
                     self.points.append(CurvePoint(run_id=self.ctx.job.run_id, stage_index=self.stage.index, name=name,
@@ -120,6 +121,12 @@ class _Reporter:
         elif kind in ("log", "checkpoint", "eval"):
             self.ctx.say(f"{kind}: {event.get('message', event)}")
         elif kind == "before_checkpoint":
+            # the progress shown must not lag the checkpoint a resume starts from: the engine
+            # reports progress at most once a second, so bring its step up to the checkpoint's
+            step = int(event["step"])
+            if self.progress is not None and int(self.progress.get("step") or 0) < step:
+                self.progress = {**self.progress, "step": step,
+                                 **({"loss": self.last_loss[1]} if self.last_loss and self.last_loss[0] == step else {})}
             boundary = True
         if boundary or time.monotonic() - self.last_flush >= self.every:
             self.flush()

@@ -203,3 +203,91 @@ def test_a_held_write_lock_is_waited_for_then_named(cli, home, llava_file, tmp_p
     res = cli(*args)
     assert res.exit_code == 0, res.output
     assert _task_dirs(home) == (["colour", "first"] if command == "add-task" else ["first"])
+
+
+# --- progress and status --------------------------------------------------------------------------
+@pytest.fixture
+def cat(home):
+    from hicl_app.catalog.db import Catalog
+    from hicl_app.core.settings import Settings
+
+    catalog = Catalog(Settings.resolve())
+    yield catalog
+    catalog.dispose()
+
+
+def _claimed_sleep_job(cat, owner: str):
+    from hicl_app.catalog import queue
+
+    job_id = queue.enqueue(cat, "sleep", {"ticks": 2})
+    job = queue.claim(cat, owner)
+    assert job is not None and job.id == job_id
+    return job
+
+
+def test_a_child_killed_by_sigkill_shows_the_tries_it_used(cli, cat, home):
+    """The queue fails a job whose process was killed (it is not retried): `hicl jobs` must not
+    show "1/3", which promises two more tries."""
+    from hicl_app.worker.loop import Worker
+
+    job = _claimed_sleep_job(cat, "w1")
+    log = home / "logs" / f"job-{job.id}.log"
+    assert Worker(cat, owner="w1")._after_child(job, -9, None, log) == "failed"
+    line = next(x for x in cli("jobs").stdout.splitlines() if x.split()[:1] == [str(job.id)])
+    assert line.split()[2:4] == ["failed", "1"], line
+    queued = _claimed_sleep_job(cat, "w1")  # a running job still shows what it may use
+    line = next(x for x in cli("jobs").stdout.splitlines() if x.split()[:1] == [str(queued.id)])
+    assert "1/3" in line.split(), line
+
+
+@pytest.mark.parametrize("how", ["killed-on-lost-lease", "child-saw-it-lost"])
+def test_a_worker_whose_job_was_stolen_says_it_lost_it(cat, home, how):
+    from sqlalchemy import update
+
+    from hicl_app.catalog import queue
+    from hicl_app.catalog.models import Job
+    from hicl_app.worker.child import CHILD_LOST
+    from hicl_app.worker.loop import Worker
+
+    job = _claimed_sleep_job(cat, "w1")
+    with cat.session() as s:  # w1 stalled past its lease; w2 took the job over and finished it
+        s.execute(update(Job).where(Job.id == job.id).values(lease_expires_at=Job.created_at))
+    assert queue.claim(cat, "w2").id == job.id
+    assert queue.finish(cat, job.id, "done", owner="w2")
+    rc, killed = (-9, "lease") if how == "killed-on-lost-lease" else (CHILD_LOST, None)
+    assert Worker(cat, owner="w1")._after_child(job, rc, killed, home / "logs" / "x.log") == "lost"
+    assert queue.get_job(cat, job.id).status == "done"
+
+
+def test_progress_does_not_lag_the_checkpoint(cat, home):
+    """The engine reports progress at most once a second; at a checkpoint the stored progress
+    catches up with the step a resume would start from."""
+    import io
+
+    from hicl_app.catalog import queue
+    from hicl_app.catalog.models import Stage
+    from hicl_app.catalog.runs import create_run
+    from hicl_app.worker.context import JobContext
+    from hicl_app.worker.stage import _Reporter
+
+    with cat.session() as s:
+        run = create_run(s, name="r", method="seq-lora", base_model="b", task_order=["a"], stages=[["a"]], config={})
+    job = queue.claim(cat, "w1")
+    with cat.session() as s:
+        stage = s.get(Stage, job.stage_id)
+    reporter = _Reporter(JobContext(cat, job, "w1", io.StringIO()), stage, every=3600)
+    reporter({"type": "progress", "step": 1, "total": 10, "loss": 2.0, "samples_per_s": 5.0, "eta_s": 9.0})
+    for step in range(1, 5):
+        reporter({"type": "loss", "step": step, "loss": 2.0 - step / 10, "lr": 1e-3})
+    reporter({"type": "before_checkpoint", "step": 4})
+    progress = queue.get_job(cat, job.id).progress
+    assert (progress["step"], progress["total"], progress["loss"]) == (4, 10, pytest.approx(1.6))
+    assert run.id == job.run_id
+
+
+def test_a_task_file_gone_is_named_as_such(cli, home, llava_file, tmp_path):
+    assert cli("add-task", llava_file).exit_code == 0
+    (home / "tasks" / "colour" / "train.jsonl").unlink()
+    res = cli("run", "start", "--method", "seq-lora", "--tasks", "colour", "--base", _base(tmp_path), "--no-worker")
+    err = _one_line_error(res, EXIT_INVALID_INPUT, "its task file", "train.jsonl is gone")
+    assert "image(s)" not in err
