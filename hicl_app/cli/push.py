@@ -34,6 +34,7 @@ def push(app: AppContext, run_ref: str, repo_id: str, stage: int | None, private
     """
     from ..hub.bundle import build_bundle
     from ..hub.push import check_repo_id, push_bundle, resolve_endpoint
+    from ..hub.redact import plain_http_warning, public_endpoint
 
     check_repo_id(repo_id)
     if not revision or revision.startswith("refs/") or revision != revision.strip():
@@ -41,15 +42,16 @@ def push(app: AppContext, run_ref: str, repo_id: str, stage: int | None, private
     with app.catalog.session() as s:
         bundle = build_bundle(s, run_ref, repo_id=repo_id, stage=stage)
     endpoint = resolve_endpoint(endpoint)
+    shown = public_endpoint(endpoint)  # never echo a user:password@ the URL may carry
     files = [u.as_dict() for u in bundle.uploads]
-    where = f"{repo_id}@{revision} on {endpoint}"
+    where = f"{repo_id}@{revision} on {shown}"
     if bundle.stage_index < bundle.n_stages - 1 and stage is None:
         info(f"run {bundle.run_id} is {bundle.run_status}: stage {bundle.stage_index} is the last trained "
              f"of {bundle.n_stages}")
     if dry_run:
         if as_json:
             emit_json({"dry_run": True, "run_id": bundle.run_id, "stage": bundle.stage_index, "repo_id": repo_id,
-                       "revision": revision, "endpoint": endpoint, "tag": bundle.tag(revision), "private": private,
+                       "revision": revision, "endpoint": shown, "tag": bundle.tag(revision), "private": private,
                        "files": files, "total_bytes": bundle.total_bytes})
             return
         info(f"dry run: would push run {bundle.run_id} ({bundle.run_name}) stage {bundle.stage_index} to {where} "
@@ -58,6 +60,9 @@ def push(app: AppContext, run_ref: str, repo_id: str, stage: int | None, private
                          [[f["path"], _size(f["size"]), f["size"], f["sha256"][:16]] for f in files]))
         click.echo(f"{len(files)} files, {_size(bundle.total_bytes)} ({bundle.total_bytes} bytes)")
         return
+    warning = plain_http_warning(endpoint)
+    if warning:
+        info(f"warning: {warning}")
     if not as_json:
         info(f"pushing run {bundle.run_id} stage {bundle.stage_index}: {len(files)} files, "
              f"{_size(bundle.total_bytes)} to {where}")

@@ -5,7 +5,8 @@ manifest, card) is done before the first request; then the token and the account
 (`whoami`), the repo is created or found, its visibility checked, and only then is the single
 commit sent. The Hub applies a commit whole or not at all, so an upload that breaks off leaves
 the repo as it was. The token is read by huggingface_hub (HF_TOKEN, else the saved login) and
-never stored, logged or shown: every message built from a hub error is scrubbed of it.
+never stored, logged or shown: every message built from a hub reply is scrubbed of it, and of
+credentials embedded in the endpoint URL (hub/redact.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ..catalog.models import Push
 from ..catalog.runs import add_event
 from ..core.errors import Conflict, HiclError, InvalidInput
 from .bundle import Bundle
+from .redact import endpoint_secrets, public_endpoint, scrub
 
 LOGIN_HINT = "set HF_TOKEN to a token with write access, or run `hf auth login`"
 
@@ -114,11 +116,13 @@ def _push(catalog: Catalog, bundle: Bundle, *, repo_id: str, endpoint: str | Non
     if not token:
         raise HubAuthError("no Hugging Face token found", hint=LOGIN_HINT)
     api = HfApi(endpoint=endpoint, token=token, library_name="hicl", library_version=__version__)
-    ctx = _Context(token=token, endpoint=endpoint, repo_id=repo_id)
+    ctx = _Context(token=token, endpoint=public_endpoint(endpoint), repo_id=repo_id,
+                   secrets=endpoint_secrets(endpoint))
+    endpoint = ctx.endpoint  # shown and recorded without user info from here on
 
     with ctx.step("check the token"):
         me = api.whoami()
-    ctx.user = me.get("name") or "?"
+    ctx.user = ctx.scrub(str(me.get("name") or "?"))  # a server may echo the token back as the name
     role = ((me.get("auth") or {}).get("accessToken") or {}).get("role")
     if role == "read":
         raise HubForbidden(f"the token of {ctx.user!r} is read-only; it cannot push to {repo_id}", hint=LOGIN_HINT)
@@ -194,13 +198,14 @@ class _Context:
     repo_id: str
     user: str = "?"
     committed: bool = False
+    secrets: list[str] | None = None  # besides the token: credentials embedded in the endpoint URL
 
     @property
     def outcome(self) -> str:
         return "" if self.committed else "; nothing was pushed"
 
     def scrub(self, text: str) -> str:
-        return text.replace(self.token, "***") if self.token else text
+        return scrub(text, [self.token, *(self.secrets or [])])
 
     @contextmanager
     def step(self, what: str) -> Iterator[None]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -370,3 +371,58 @@ def test_the_card_says_what_loads_a_method_whose_model_is_not_its_peft_adapter(h
     assert "**not** the PEFT adapter" in card and "get_method('hide').load" in card
     assert bundle.manifest["answering_model"]["files"] == ["stages/stage-1/state/anchors.safetensors"]
     assert "stages/stage-1/state/anchors.safetensors" in bundle.manifest["files"]
+
+
+# --- credentials never shown ------------------------------------------------------------------------
+def _shows_no_secret(result, *secrets: str) -> None:
+    out = (result.stdout + result.stderr).lower()
+    for secret in secrets:
+        assert secret.lower() not in out, out
+
+
+def test_scrub_masks_every_case_and_encoding_of_a_secret():
+    from urllib.parse import quote
+
+    from hicl_app.hub.redact import scrub
+
+    text = f"bad {TOKEN.upper()} / {TOKEN.lower()} / {quote('p@ss/w0rd!', safe='')} / ok"
+    assert scrub(text, [TOKEN, "p@ss/w0rd!"]) == "bad *** / *** / *** / ok"
+    assert scrub("a user named bob", ["bob"]) == "a user named bob"  # too short to be told from words
+
+
+def test_a_hub_that_echoes_the_token_as_the_account_name_never_shows_it(cli, run_id, hub):
+    hub.tokens[TOKEN] = (TOKEN.upper(), "write")
+    err = fails(push(cli, run_id, "--hub", "alice/r"), 1, "'***' may not write to alice/r")
+    assert TOKEN.upper() not in err and "***/r" in err  # the hint's repo of your own, scrubbed too
+
+
+def test_credentials_in_the_endpoint_are_never_echoed_or_stored(cli, home, run_id, hub, monkeypatch):
+    monkeypatch.delenv("HF_ENDPOINT")
+    endpoint = hub.endpoint.replace("http://", "http://carol:pa55word-xyz@")
+    dry = push(cli, run_id, "--hub", "alice/c", "--endpoint", endpoint, "--dry-run", "--json")
+    assert dry.exit_code == 0 and json.loads(dry.stdout)["endpoint"] == hub.endpoint
+    _shows_no_secret(dry, "pa55word-xyz", "carol:")
+    # the HTTP client sends the URL's user info as basic auth, which the look-alike refuses (401):
+    # neither the refusal nor anything recorded may echo it
+    result = push(cli, run_id, "--hub", "alice/c", "--endpoint", endpoint)
+    assert result.exit_code == 1 and hub.endpoint in result.stderr
+    _shows_no_secret(result, "pa55word-xyz", "carol:")
+    with sqlite3.connect(home / "hicl.db") as conn:
+        assert all("pa55word" not in r[0] for r in conn.execute("SELECT endpoint FROM pushes"))
+
+
+def test_a_token_over_plain_http_to_another_machine_is_warned_about(cli, run_id, hub, monkeypatch):
+    from hicl_app.hub import redact
+
+    assert redact.plain_http_warning("https://hub.example.org") is None
+    for local in ("http://127.0.0.1:8080", "http://localhost", "http://[::1]:9"):
+        assert redact.plain_http_warning(local) is None
+    assert "sent unencrypted to hub.example.org" in redact.plain_http_warning("http://u:pw@hub.example.org/")
+    assert "pw@" not in redact.plain_http_warning("http://u:pw@hub.example.org/")
+
+    assert "plain http" not in push(cli, run_id, "--hub", "alice/w").stderr  # the hub on 127.0.0.1
+    monkeypatch.setattr(redact, "is_loopback", lambda host: False)  # as if the hub were another machine
+    result = push(cli, run_id, "--hub", "alice/w")
+    assert result.exit_code == 0, result.stderr
+    first = result.stderr.splitlines()[0]
+    assert first.startswith("warning: ") and "token is sent unencrypted" in first
