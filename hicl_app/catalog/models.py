@@ -9,7 +9,7 @@ from typing import Any, Optional
 from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from .paths import WorkspacePath
+from .paths import ModelRef, WorkspacePath
 
 
 def utcnow() -> datetime:
@@ -48,7 +48,7 @@ class Run(SQLModel, table=True):
     id: Optional[int] = Field(default=None, primary_key=True)
     name: str = Field(index=True)
     method: str
-    base_model: str
+    base_model: str = Field(sa_type=ModelRef)  # a hub id, or a folder: "./..." when inside the workspace
     task_order: list = _json(list)
     config: dict = _json()
     env: dict = _json()

@@ -5,6 +5,11 @@ original's files, so `hicl task rm` in the copy deleted the original's task data
 workspace lost its tasks and adapters. A `WorkspacePath` column goes through `Settings.rel` on
 every write (ORM and Core statements alike) and `Settings.resolve_path` on every read, so the
 code above the catalog only ever sees absolute paths of the workspace the catalog was opened for.
+
+A run's base model is a hub id or a folder (`ModelRef`): a folder inside the workspace (the demo's
+tiny base in cache/) is stored as `./` and its workspace-relative path, a prefix no hub id has
+(`hicl run start` refuses a `--base` starting with "." that is not a folder), so a moved workspace
+resumes its runs on its own copy of the base.
 """
 
 from __future__ import annotations
@@ -37,3 +42,26 @@ class WorkspacePath(TypeDecorator):
     def process_result_value(self, value, dialect):
         settings = getattr(dialect, _ATTR, None)
         return value if value is None or settings is None else str(settings.resolve_path(value))
+
+
+WORKSPACE_PREFIX = "./"
+
+
+class ModelRef(TypeDecorator):
+    """A hub id or a model folder; see the module docstring."""
+
+    impl = AutoString
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        settings = getattr(dialect, _ATTR, None)
+        if value is None or settings is None or value.startswith(WORKSPACE_PREFIX) or not value.startswith("/"):
+            return value
+        stored = settings.rel(value)
+        return value if stored.startswith("/") else WORKSPACE_PREFIX + stored
+
+    def process_result_value(self, value, dialect):
+        settings = getattr(dialect, _ATTR, None)
+        if value is None or settings is None or not value.startswith(WORKSPACE_PREFIX):
+            return value
+        return str(settings.resolve_path(value[len(WORKSPACE_PREFIX):]))

@@ -97,6 +97,32 @@ def test_a_moved_workspace_starts_runs_on_its_own_images(cli, home, tmp_path, mo
     assert shown["source_path"] == str(moved / "cache" / "src" / "colour.jsonl")
 
 
+def test_a_moved_workspace_resumes_on_its_own_copy_of_a_base_inside_it(cli, home, tmp_path, monkeypatch):
+    """The demo's base lives in the workspace's cache/: the run records it relative, so that a
+    moved workspace's stages load the moved copy (the original is gone)."""
+    from hicl_app.catalog.db import Catalog
+    from hicl_app.catalog.models import Run, Stage
+    from hicl_app.core.settings import Settings
+    from hicl_app.worker.stage import build_spec
+
+    assert cli("add-task", _task_file(home / "cache" / "src"), "--name", "colour").exit_code == 0
+    base = home / "cache" / "tiny-base"
+    base.mkdir(parents=True)
+    (base / "config.json").write_text("{}")
+    res = cli("run", "start", "--method", "seq-lora", "--tasks", "colour", "--base", base, "--no-worker", "--json")
+    assert res.exit_code == 0, res.output
+    assert _rows(home / "hicl.db", "SELECT base_model FROM runs") == [("./cache/tiny-base",)]
+    moved = tmp_path / "moved"
+    _relocate(cli, monkeypatch, home, moved, move=True)
+    shown = json.loads(cli("run", "show", "1", "--json").stdout)
+    assert shown["base_model"] == str(moved / "cache" / "tiny-base")
+    catalog = Catalog(Settings.resolve())
+    with catalog.session() as s:
+        run, stage = s.get(Run, 1), s.get(Stage, 1)
+    assert build_spec(catalog, run, stage).model.base == str(moved / "cache" / "tiny-base")
+    catalog.dispose()
+
+
 def test_a_moved_workspace_trains_a_stage(cli, home, tmp_path, monkeypatch, cl_tasks, tiny_base_dir):
     src = home / "cache" / "color"
     files = {}
@@ -177,6 +203,8 @@ def test_migration_makes_absolute_workspace_paths_relative(home, tmp_path, monke
                    source_format="llava", images_dir=str(home / "cache"), n_train=1, n_test=1, scorer="exact",
                    data_dir=str(other / "tasks" / "theirs")))
         s.add(Run(id=1, name="r", method="seq-lora", base_model="org/tiny"))
+        s.add(Run(id=2, name="in-ws", method="seq-lora", base_model=str(home / "cache" / "tiny-base")))
+        s.add(Run(id=3, name="outside", method="seq-lora", base_model="/models/base"))
         s.add(Stage(id=1, run_id=1, index=0))
         s.flush()
         s.add(Adapter(run_id=1, stage_id=1, path=str(home / "adapters" / "run-1" / "stage-0" / "adapter"),
@@ -197,8 +225,12 @@ def test_migration_makes_absolute_workspace_paths_relative(home, tmp_path, monke
     assert _rows(path, "SELECT path FROM adapters") == [("adapters/run-1/stage-0/adapter",)]
     assert _rows(path, "SELECT predictions_path FROM scores") == [("adapters/run-1/stage-0/predictions/mine.jsonl",)]
     assert _rows(path, "SELECT log_path FROM jobs") == [("logs/job-1.log",)]
+    assert _rows(path, "SELECT base_model FROM runs ORDER BY id") == [("org/tiny",), ("./cache/tiny-base",),
+                                                                      ("/models/base",)]
     with db.Catalog(settings).session() as s:  # read back absolute, against the workspace
         assert s.get(Task, 1).data_dir == str(home / "tasks" / "mine")
+        assert [s.get(Run, i).base_model for i in (1, 2, 3)] == ["org/tiny", str(home / "cache" / "tiny-base"),
+                                                                 "/models/base"]
 
 
 # --- catalogs that would lose what is recorded -----------------------------------------------------
