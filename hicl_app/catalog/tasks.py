@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Callable
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from ..core.errors import Conflict, InvalidInput, NotFound
 from ..core.fsio import publish_dir, staging_dir
-from ..core.taskfile import check_name, default_name, guess_scorer, parse_task_file, relative_images, split_records, write_records
+from ..core.taskfile import (
+    check_name,
+    default_name,
+    guess_scorer,
+    overlap_warnings,
+    parse_task_file,
+    relative_images,
+    split_records,
+    write_records,
+)
 from .db import Catalog
 from .models import Run, Task
 from .queue import with_busy_retry
@@ -28,11 +38,13 @@ def add_task(
     test_fraction: float | None = None,
     scorer: str | None = None,
     seed: int = 0,
+    warn: Callable[[str], None] | None = None,
 ) -> Task:
     """Validate every record, then write the normalised split and the catalog row together.
 
     Nothing is written unless everything is valid; a failure after staging removes the staged
-    files, so neither the catalog nor the workspace keep half a task.
+    files, so neither the catalog nor the workspace keep half a task. `warn` hears what is valid
+    but likely a mistake (a test split overlapping the training data).
     """
     file = Path(file)
     name = check_name(name or default_name(file))
@@ -53,6 +65,9 @@ def add_task(
         test_fraction = 0.1 if test_fraction is None else test_fraction
         train_records, test_records = split_records(train.records, test_fraction, seed)
     scorer = scorer or guess_scorer([r["answer"] for r in test_records])
+    same_file = test_file is not None and Path(test_file).resolve() == file.resolve()
+    for message in overlap_warnings(train_records, test_records, same_file=same_file):
+        (warn or (lambda _m: None))(message)
 
     final = catalog.settings.tasks / name
     if final.exists():

@@ -24,10 +24,13 @@ def add_task(app: AppContext, file, name, images, test_file, test_fraction, scor
     """Validate a LLaVA-format JSON/JSONL or a VQA JSONL and record it as a task."""
     from ..catalog.tasks import add_task as add, task_dict
 
+    warnings: list[str] = []
     task = add(app.catalog, file, name=name, images=images, test_file=test_file,
-               test_fraction=test_fraction, scorer=scorer, seed=seed)
+               test_fraction=test_fraction, scorer=scorer, seed=seed, warn=warnings.append)
+    for message in warnings:
+        info(f"warning: {message}")
     if as_json:
-        emit_json(task_dict(task))
+        emit_json({**task_dict(task), "warnings": warnings})
     else:
         click.echo(task.name)
         info(f"added task {task.name!r}: {task.n_train} train / {task.n_test} test samples, "

@@ -266,6 +266,21 @@ def split_records(records: list[dict], fraction: float, seed: int) -> tuple[list
     return train, test
 
 
+def overlap_warnings(train: list[dict], test: list[dict], *, same_file: bool = False) -> list[str]:
+    """What makes the test split measure memory rather than generalisation: `--test` naming the
+    training file itself, or test records that are also training records (the same image,
+    question and answer; duplicates in one source file end up on both sides of a split)."""
+    if same_file:
+        return ["--test names the training file itself: every test record is also trained on, so the "
+                "scores will overstate what the model learned; pass a held-out file, or --test-fraction"]
+    seen = {(r["image"], r["question"], r["answer"]) for r in train}
+    shared = sum((r["image"], r["question"], r["answer"]) in seen for r in test)
+    if not shared:
+        return []
+    return [f"{shared} of the {len(test)} test record(s) also appear in the training data (same image, "
+            "question and answer): their scores measure memory, not generalisation; remove the duplicates"]
+
+
 def guess_scorer(answers: list[str]) -> str:
     """Option letters -> choice; long free text -> caption; else exact."""
     if not answers:

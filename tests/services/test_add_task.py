@@ -192,3 +192,29 @@ def test_more_bad_input_is_caught_at_add_task(cli, home, tmp_path, monkeypatch, 
     assert res.exit_code == EXIT_INVALID_INPUT, res.output
     assert expected in res.stderr and res.stdout == ""
     assert _snapshot(home) == ([], [])
+
+
+@pytest.mark.parametrize("case", ["same_file", "shared_records", "duplicates_split", "clean"])
+def test_a_test_split_that_overlaps_the_training_data_is_warned_about(cli, tmp_path, case):
+    names = write_images(tmp_path / "img", 10)
+    recs = [{"id": i, "image": n, "question": f"What is {i}?", "answer": "a cat"} for i, n in enumerate(names)]
+    train = write_jsonl(tmp_path / "train.jsonl", recs[:6])
+    args, expected = [train], None
+    if case == "same_file":
+        args += ["--test", train]
+        expected = "--test names the training file itself"
+    elif case == "shared_records":  # other ids, same image, question and answer
+        test = write_jsonl(tmp_path / "test.jsonl", [{**r, "id": f"t{r['id']}"} for r in recs[4:9]])
+        args += ["--test", test]
+        expected = "2 of the 5 test record(s) also appear in the training data"
+    elif case == "duplicates_split":  # one file holding every record twice, split at random
+        args = [write_jsonl(tmp_path / "dup.jsonl", recs + [{**r, "id": f"d{r['id']}"} for r in recs]),
+                "--test-fraction", "0.5"]
+        expected = "test record(s) also appear in the training data"
+    res = cli("add-task", *args, "--name", "t", "--json")
+    assert res.exit_code == 0, res.output
+    warnings = json.loads(res.stdout)["warnings"]
+    if expected is None:
+        assert warnings == [] and "warning" not in res.stderr
+    else:
+        assert len(warnings) == 1 and expected in warnings[0] and f"warning: {warnings[0]}" in res.stderr
