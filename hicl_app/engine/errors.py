@@ -16,6 +16,12 @@ class EngineError(HiclError):
     """A model, data or checkpoint problem; the message says what and where."""
 
 
+class CheckpointRefused(EngineError):
+    """The caller refused a checkpoint when told `before_checkpoint` (its job's lease went to
+    another worker, or the launcher relaying for rank 0 is gone): nothing was written and no older
+    checkpoint was pruned, since the process now holding the job owns the checkpoint folder."""
+
+
 class Stopped(Exception):
     """Training stopped on request at a step boundary, after writing a checkpoint.
 

@@ -89,7 +89,10 @@ def build_spec(catalog: Catalog, run: Run, stage: Stage):
 class _Reporter:
     """Turns engine events into catalog rows, batching writes so the hot loop is not slowed.
 
-    Every write is fenced by the job's lease. Loss points up to a step are committed before the
+    Every write is fenced by the job's lease, and so is every checkpoint: "before_checkpoint"
+    flushes through the fence, whose LeaseLost vetoes the engine's write (in one process, or from
+    rank 0 through the launcher's "veto"), so a job that lost its lease never writes or prunes
+    the checkpoints of the worker that holds it now. Loss points up to a step are committed before the
     engine writes that step's checkpoint (it says "before_checkpoint" first, in one process or
     from rank 0, which waits for the commit), and a resumed job first deletes the points after
     its checkpoint, so a crash at any moment leaves each step's point exactly once.
@@ -121,6 +124,8 @@ class _Reporter:
         elif kind in ("log", "checkpoint", "eval"):
             self.ctx.say(f"{kind}: {event.get('message', event)}")
         elif kind == "before_checkpoint":
+            if self.ctx.reason == LEASE:  # known lost already: veto without asking the catalog
+                raise queue.LeaseLost(f"job {self.ctx.job.id} is no longer held by {self.ctx.owner}")
             # the progress shown must not lag the checkpoint a resume starts from: the engine
             # reports progress at most once a second, so bring its step up to the checkpoint's
             step = int(event["step"])

@@ -291,3 +291,75 @@ def test_a_task_file_gone_is_named_as_such(cli, home, llava_file, tmp_path):
     res = cli("run", "start", "--method", "seq-lora", "--tasks", "colour", "--base", _base(tmp_path), "--no-worker")
     err = _one_line_error(res, EXIT_INVALID_INPUT, "its task file", "train.jsonl is gone")
     assert "image(s)" not in err
+
+
+# --- checkpoints fenced by the lease --------------------------------------------------------------
+def _stolen_reporter(cat):
+    """A stage job's reporter whose lease went to another worker."""
+    import io
+
+    from sqlalchemy import update
+
+    from hicl_app.catalog import queue
+    from hicl_app.catalog.models import Job, Stage
+    from hicl_app.catalog.runs import create_run
+    from hicl_app.worker.context import JobContext
+    from hicl_app.worker.stage import _Reporter
+
+    with cat.session() as s:
+        create_run(s, name="r", method="seq-lora", base_model="b", task_order=["a"], stages=[["a"]], config={})
+    job = queue.claim(cat, "w1")
+    with cat.session() as s:
+        stage = s.get(Stage, job.stage_id)
+        s.execute(update(Job).where(Job.id == job.id).values(lease_owner="w2"))
+    reporter = _Reporter(JobContext(cat, job, "w1", io.StringIO()), stage, every=3600)
+    reporter.last_flush = time.monotonic()  # only a checkpoint flushes
+    return reporter
+
+
+def test_a_job_that_lost_its_lease_vetoes_its_checkpoint(cat, home):
+    """In one process: the reporter raises at "before_checkpoint", which the engine lets through
+    before writing anything (engine/train/loop.py)."""
+    from hicl_app.catalog.queue import LeaseLost
+
+    reporter = _stolen_reporter(cat)
+    reporter({"type": "loss", "step": 1, "loss": 1.0, "lr": 1e-3})
+    with pytest.raises(LeaseLost):
+        reporter({"type": "before_checkpoint", "step": 1})
+
+
+def test_rank0_writes_no_checkpoint_the_launcher_vetoed_or_did_not_confirm(cat, home):
+    """Several ranks: the launcher answers a refused "before_checkpoint" with "veto" (not silence,
+    which used to let rank 0 write once the launcher was gone), and rank 0 raises on anything but
+    an "ack"."""
+    import socket
+
+    from hicl_app.catalog.queue import LeaseLost
+    from hicl_app.engine.distributed import launch, rank
+    from hicl_app.engine.errors import CheckpointRefused
+
+    class Running:
+        def poll(self):
+            return None
+
+    # the launcher's side: the reporter refuses, the launcher says "veto" and re-raises
+    ours, theirs = socket.socketpair()
+    theirs.sendall(json.dumps({"type": "event", "event": {"type": "before_checkpoint", "step": 1}}).encode() + b"\n")
+    with pytest.raises(LeaseLost):
+        launch._relay(ours, Running(), _stolen_reporter(cat), None)
+    theirs.settimeout(5)
+    assert json.loads(theirs.recv(1024).decode().splitlines()[0]) == {"type": "veto"}
+    theirs.close()
+
+    # rank 0's side: a veto, then a launcher that hangs up without an answer
+    for answer in (b'{"type": "veto"}\n', b""):
+        with socket.create_server(("127.0.0.1", 0)) as server:
+            relay = rank.Relay(f"127.0.0.1:{server.getsockname()[1]}")
+            conn, _ = server.accept()
+            with conn:
+                relay.send({"type": "event", "event": {"type": "loss", "step": 1}})
+                threading.Thread(target=lambda c=conn, a=answer: (c.recv(4096), a and c.sendall(a), c.close()),
+                                 daemon=True).start()
+                with pytest.raises(CheckpointRefused, match="nothing was written"):
+                    relay.event({"type": "before_checkpoint", "step": 1})
+            assert relay.should_stop()

@@ -145,8 +145,17 @@ def _relay(conn: socket.socket, proc: subprocess.Popen, emit: EventFn, should_st
                 message = json.loads(line)
                 if message["type"] != "event":
                     return message
-                emit(message["event"])
-                if message["event"].get("type") == "before_checkpoint":
+                checkpoint = message["event"].get("type") == "before_checkpoint"
+                try:
+                    emit(message["event"])
+                except BaseException:
+                    if checkpoint:  # the caller refused it (its lease is gone): rank 0 must not write
+                        try:
+                            conn.sendall(b'{"type": "veto"}\n')
+                        except OSError:
+                            pass
+                    raise
+                if checkpoint:
                     conn.sendall(b'{"type": "ack"}\n')
 
 

@@ -52,20 +52,34 @@ class Relay:
                 self.stop.set()
             elif kind == "ack":
                 self.acks.put(True)
+            elif kind == "veto":
+                self.acks.put(False)
         self.stop.set()  # the launcher is gone: stop at the next step
         self.acks.put(False)
 
     def send(self, message: dict) -> None:
-        self.out.write(json.dumps(message, default=str) + "\n")
-        self.out.flush()
+        try:
+            self.out.write(json.dumps(message, default=str) + "\n")
+            self.out.flush()
+        except OSError:  # the launcher is gone: nobody is left to tell, and the next step stops
+            self.stop.set()
 
     def event(self, event: dict) -> None:
+        """Send `event`; for "before_checkpoint", wait until the launcher has committed what it
+        holds. Only its "ack" lets the checkpoint be written: a "veto" (the job's lease is gone),
+        a launcher that went away or one that does not answer raises CheckpointRefused."""
         self.send({"type": "event", "event": event})
         if event.get("type") == "before_checkpoint":
             try:
-                self.acks.get(timeout=ACK_TIMEOUT)
+                ok = self.acks.get(timeout=ACK_TIMEOUT)
             except queue.Empty:
+                ok = False
+            if not ok:
+                from ..errors import CheckpointRefused
+
                 self.stop.set()
+                raise CheckpointRefused(f"the launcher did not confirm the checkpoint at step {event.get('step')} "
+                                        "(the job's lease is gone, or the launcher is): nothing was written")
 
     def should_stop(self) -> bool:
         return self.stop.is_set()

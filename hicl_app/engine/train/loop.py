@@ -157,6 +157,10 @@ def train(model: nn.Module, processor: Any, records: list[dict], cfg: TrainConfi
     micro-batch's loss (weighted 1/grad_accum, like the micro-batch's share of the step).
     `strategy` says how several ranks hold the model: "ddp" (replicated) or "fsdp" (sharded; the
     result then carries the trained tensors whole, see `fsdp.rebuild`); one process ignores it.
+
+    Before each checkpoint `on_event` gets {"type": "before_checkpoint", "step": N}: a caller that
+    raises there vetoes it (a worker whose job's lease is gone, see worker/stage.py): nothing is
+    written, no older checkpoint is pruned, and the exception propagates.
     """
     if not records:
         raise EngineError("no training samples for this stage")
