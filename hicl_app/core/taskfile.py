@@ -327,7 +327,8 @@ def relative_images(records: list[dict], folder: Path, workspace: Path) -> list[
 
 def load_records(path: str | os.PathLike) -> list[dict]:
     """Normalised records written by `hicl add-task` (our own JSONL, one object a line), with
-    every image as an absolute path: a relative one is taken against the file's folder."""
+    every image as an absolute path: a relative one is taken against the file's folder; an
+    absolute one that is gone may be found in this workspace (`_moved_image`)."""
     folder = os.path.dirname(os.path.abspath(path))
     with open(path, encoding="utf-8") as fh:
         records = [json.loads(line) for line in fh if line.strip()]
@@ -335,4 +336,29 @@ def load_records(path: str | os.PathLike) -> list[dict]:
         image = record.get("image")
         if isinstance(image, str) and image and not os.path.isabs(image):
             record["image"] = os.path.normpath(os.path.join(folder, image))
+        elif isinstance(image, str) and image and not os.path.exists(image):
+            record["image"] = _moved_image(image, folder)
     return records
+
+
+def _moved_image(image: str, folder: str) -> str:
+    """Task files written before images inside the workspace were stored relative hold them
+    absolute, under wherever the workspace was then: after a move or copy they point at the old
+    place. Such a file is not rewritten (it is the task's record, and its hash would change);
+    instead, when it lies in a workspace's tasks/NAME/ and the image's path, from a workspace
+    folder on (cache/..., tasks/...), names a file of this workspace, that file is used. Paths
+    outside any workspace folder, and files that cannot be found, are given back unchanged (the
+    missing-image check then names them)."""
+    from .settings import SUBDIRS
+
+    here = Path(folder)
+    if here.parent.name != "tasks":
+        return image
+    workspace = here.parent.parent
+    parts = Path(image).parts
+    for i, part in enumerate(parts[1:], start=1):
+        if part in SUBDIRS:
+            candidate = workspace.joinpath(*parts[i:])
+            if candidate.is_file():
+                return str(candidate)
+    return image

@@ -97,6 +97,38 @@ def test_a_moved_workspace_starts_runs_on_its_own_images(cli, home, tmp_path, mo
     assert shown["source_path"] == str(moved / "cache" / "src" / "colour.jsonl")
 
 
+def test_an_old_task_file_with_absolute_images_finds_them_in_a_moved_workspace(cli, home, tmp_path, monkeypatch):
+    """Task files of an older hicl hold workspace images absolute: after a move they are found
+    under the new place, without rewriting the file."""
+    from hicl_app.core.taskfile import load_records
+
+    assert cli("add-task", _task_file(home / "cache" / "src"), "--name", "colour").exit_code == 0
+    task_dir = home / "tasks" / "colour"
+    for split in ("train.jsonl", "test.jsonl"):  # as an older hicl wrote them
+        write_jsonl(task_dir / split, [{**r, "image": str(Path(r["image"]))} for r in load_records(task_dir / split)])
+    old_text = (task_dir / "train.jsonl").read_text()
+    assert str(home / "cache" / "src" / "img") in old_text
+    moved = tmp_path / "moved"
+    _relocate(cli, monkeypatch, home, moved, move=True)
+    res = cli("run", "start", "--method", "seq-lora", "--tasks", "colour", "--base", _base(tmp_path), "--no-worker")
+    assert res.exit_code == 0, res.output
+    records = load_records(moved / "tasks" / "colour" / "train.jsonl")
+    assert records and all(r["image"].startswith(str(moved / "cache" / "src" / "img")) for r in records)
+    assert (moved / "tasks" / "colour" / "train.jsonl").read_text() == old_text  # not rewritten
+
+    # an image gone from the moved workspace too stays missing, and is named
+    (moved / "cache" / "src" / "img" / "0.png").unlink()
+    res = cli("run", "start", "--method", "seq-lora", "--tasks", "colour", "--base", _base(tmp_path), "--no-worker")
+    assert res.exit_code == 3 and "went missing" in res.stderr
+
+
+def _base(tmp_path: Path) -> Path:
+    base = tmp_path / "base"
+    base.mkdir(exist_ok=True)
+    (base / "config.json").write_text("{}")
+    return base
+
+
 def test_a_moved_workspace_resumes_on_its_own_copy_of_a_base_inside_it(cli, home, tmp_path, monkeypatch):
     """The demo's base lives in the workspace's cache/: the run records it relative, so that a
     moved workspace's stages load the moved copy (the original is gone)."""
