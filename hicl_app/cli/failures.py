@@ -21,9 +21,11 @@ def explain(exc: BaseException, db_url: str | None) -> HiclError | None:
     """A HiclError for `exc`, or None to let it through."""
     if isinstance(exc, OSError) and exc.errno is not None:
         what, hint = _OS_HINTS.get(exc.errno, (exc.strerror or str(exc), None))
-        where = f" writing {exc.filename}" if exc.filename and exc.errno in (errno.ENOSPC, errno.EDQUOT) else \
-            f": {exc.filename}" if exc.filename else ""
-        return HiclError(f"{what}{where}; the command stopped before recording anything half-done", hint=hint)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            # every file is written under a temporary name and renamed when whole (core/fsio.py)
+            where = f" writing {exc.filename}" if exc.filename else ""
+            return HiclError(f"{what}{where}; the command stopped, keeping nothing half-written", hint=hint)
+        return HiclError(f"{what}{': ' + str(exc.filename) if exc.filename else ''}", hint=hint)
     if type(exc).__module__.startswith("sqlalchemy") and db_url:
         from ..catalog.db import explain_db_error
 
