@@ -73,6 +73,9 @@ class RunSamples:
     sample_ids: dict[str, list[str]]
     general_task: str | None = None
     general: list[Cell | None] = field(default_factory=list)
+    #: one stage trained on every task (read as :func:`clmetrics.compute` reads a joint matrix);
+    #: None: decided from the matrix's shape, as ``compute`` does
+    joint: bool | None = None
 
     def matrix(self) -> list[list[float | None]]:
         return [[c.score if c is not None else None for c in row] for row in self.rows]
@@ -106,10 +109,10 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * frac
 
 
-def _metrics(rows: list[list[float | None]], general: float | None) -> dict[str, float | None]:
+def _metrics(rows: list[list[float | None]], general: float | None, joint: bool | None) -> dict[str, float | None]:
     while rows and all(v is None for v in rows[-1]):  # stages not evaluated yet, as `hicl metrics` reads them
         rows = rows[:-1]
-    out = clmetrics.compute(rows)
+    out = clmetrics.compute(rows, joint=joint)
     return {**{k: out.get(k) for k in METRICS if k != "general"}, "general": general}
 
 
@@ -161,8 +164,8 @@ def paired_bootstrap(a: RunSamples, b: RunSamples, *, resamples: int = 1000, see
                 raise ValueError(f"task {task!r}: a cell has {len(cell.samples)} per-sample scores but the task "
                                  f"has {len(sizes.get(task, []))} test samples")
     ga, gb = _last_general(a), _last_general(b)
-    point_a = _metrics(a.matrix(), ga.score if ga else None)
-    point_b = _metrics(b.matrix(), gb.score if gb else None)
+    point_a = _metrics(a.matrix(), ga.score if ga else None, a.joint)
+    point_b = _metrics(b.matrix(), gb.score if gb else None, b.joint)
     # tasks in a fixed order (by name), so the draw does not depend on the runs' task orders
     order = sorted(sizes)
     rng = random.Random(seed)
@@ -173,7 +176,7 @@ def paired_bootstrap(a: RunSamples, b: RunSamples, *, resamples: int = 1000, see
         for run, general in ((a, ga), (b, gb)):
             rows = [[_resampled(c, draw[run.tasks[j]] if c is not None else None) for j, c in enumerate(row)]
                     for row in run.rows]
-            values.append(_metrics(rows, _resampled(general, draw.get(run.general_task)) if general else None))
+            values.append(_metrics(rows, _resampled(general, draw.get(run.general_task)) if general else None, run.joint))
         for key in METRICS:
             va, vb = values[0][key], values[1][key]
             if va is not None and vb is not None:

@@ -77,7 +77,8 @@ def run_samples(catalog: Catalog, ref: str | int) -> tuple[dict, bootstrap.RunSa
         else:
             general_cells[cell.stage_index] = value
     samples = bootstrap.RunSamples(tasks=names, rows=rows, sample_ids=ids, general_task=general_task,
-                                   general=general_cells if general_task else [])
+                                   general=general_cells if general_task else [],
+                                   joint=n_rows == 1 and len(names) > 1)
     return summary, samples
 
 

@@ -116,3 +116,21 @@ def test_run_show_prints_the_environment(cli, home):
     line = next(x for x in out.splitlines() if x.startswith("environment:"))
     assert "hicl 0.1.0 (0123456789ab)" in line and "torch 2.13.0" in line and "Intel(R) Xeon(R) Processor" in line
     assert "seed 0" in line and "2 threads" in line
+
+
+def test_demo_progress_reads_the_runs_from_the_catalog(home):
+    from hicl_app.builtin.demo_progress import runs_status
+
+    done = make_run(home, "finished", 0, 0.5)
+    cat = Catalog(Settings.resolve(home))
+    with cat.session() as s:
+        queued = create_run(s, name="waiting", method="seq-lora", base_model="/base", task_order=TASKS,
+                            stages=[[t] for t in TASKS], config={"train": {"max_steps": 10}}).id
+        s.commit()
+    status = runs_status(cat, {"finished": done, "waiting": queued})
+    cat.dispose()
+    by_label = {r["label"]: r for r in status["runs"]}
+    assert by_label["finished"]["fraction"] == 1.0 and by_label["finished"]["eta_s"] == 0.0
+    assert by_label["waiting"]["fraction"] == 0.0 and by_label["waiting"]["eta_s"] is None
+    assert by_label["waiting"]["stages"] == 2 and by_label["waiting"]["done"] == 0
+    assert 0 < status["fraction"] < 1
