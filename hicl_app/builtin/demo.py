@@ -115,6 +115,12 @@ def _benchmark(catalog: Catalog, cfg: DemoConfig, log: Log) -> tuple[Path, dict]
     return folder, generate(folder, tasks=cfg.tasks, train=cfg.train, test=cfg.test, seed=cfg.seed, overwrite=True)
 
 
+def _prepare(catalog: Catalog, cfg: DemoConfig, log: Log) -> list[str]:
+    """The benchmark written (or found in the cache) and its tasks added: their names, general last."""
+    folder, manifest = _benchmark(catalog, cfg, log)
+    return _add_tasks(catalog, folder, manifest, log)
+
+
 def _add_tasks(catalog: Catalog, folder: Path, manifest: dict, log: Log) -> list[str]:
     """Add the benchmark's tasks, reusing ones already added from the same files."""
     from sqlmodel import select
@@ -153,14 +159,27 @@ def run_demo(catalog: Catalog, cfg: DemoConfig, log: Log, on_progress=None, on_s
     for label, (method, options) in variants.items():
         check_method(method, {**cfg.extra_options.get(method, {}), **options}, what=f"method variant {label!r}: ")
     started = time.monotonic()
-    folder, manifest = _benchmark(catalog, cfg, log)
-    names = _add_tasks(catalog, folder, manifest, log)
-    tasks, general = names[:-1], names[-1]
     recipe = tinybase.BaseRecipe(seed=cfg.seed, steps=cfg.base_steps, samples=cfg.base_samples,
                                  vision_steps=cfg.base_vision_steps, vision_samples=cfg.base_vision_samples)
     t0 = time.monotonic()
-    base, built = tinybase.ensure(catalog.settings.cache, recipe, on_event=_base_events(log, on_base))
+    if tinybase.is_built(catalog.settings.cache / recipe.key(), recipe):
+        names = _prepare(catalog, cfg, log)
+        base, built = tinybase.ensure(catalog.settings.cache, recipe)
+    else:
+        # the benchmark and its tasks are written while the base builds: the build keeps about
+        # one core busy (the tiny model gains little from a second thread), the other is free
+        from concurrent.futures import ThreadPoolExecutor
+
+        said: list[str] = []
+        log("writing the benchmark and adding its tasks while the tiny base builds")
+        with ThreadPoolExecutor(1, thread_name_prefix="demo-prepare") as pool:
+            prepared = pool.submit(_prepare, catalog, cfg, said.append)
+            base, built = tinybase.ensure(catalog.settings.cache, recipe, on_event=_base_events(log, on_base))
+            names = prepared.result()
+        for line in said:
+            log(line)
     log(f"{'built' if built else 'reusing'} the tiny base {base.name}" + (f" in {time.monotonic() - t0:.0f}s" if built else ""))
+    tasks, general = names[:-1], names[-1]
     seeds = cfg.train_seeds or (cfg.seed,)
     several = len(seeds) > 1
     runs = {(label if not several else f"{label}@{seed}"):

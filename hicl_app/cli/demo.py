@@ -75,7 +75,12 @@ def _pretrain_progress(total: int):
 @click.option("--ceilings", is_flag=True, help="Also train each task alone and print its single-task ceiling.")
 @click.option("--workers", type=click.IntRange(0), default=0, show_default=True,
               help="Worker processes running the methods side by side (0: one per CPU core, at most one per method).")
-@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the figures as JSON: tasks, general, base, runs (label -> the run's report, first seed), "
+                   "seeds, intervals (label -> metric -> a, b, diff, low, high, excludes_zero, verdict; against "
+                   "seq-lora, first seed), with several seeds by_seed (label -> seed -> report), across_seeds "
+                   "(label -> metric -> mean, std, n) and gains (label -> metric -> per_seed, mean, std, n, better, "
+                   "seeds, holds), with --ceilings ceilings and chance, and wall_s.")
 @pass_app
 def demo(app: AppContext, home, methods, n_tasks, seed, seeds_text, resamples, quick, ceilings, workers, as_json) -> None:
     """Run every method on the built-in benchmark and compare them (CPU, nothing downloaded)."""
