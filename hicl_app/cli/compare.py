@@ -43,7 +43,9 @@ def compare(app: AppContext, runs: tuple[str, ...], resamples: int, seed: int, a
     Each metric (MFT, Last, Avg, BWT, Forgetting, General) is recomputed on paired bootstrap
     resamples of every task's test set: one draw of each task's test samples serves every stage's
     evaluation of that task in both runs, the cells are recomputed from the stored per-sample
-    scores, and the interval is the 2.5th-97.5th percentile of the differences. A verdict names
+    scores, and the interval is the 2.5th-97.5th percentile of the differences (caption tasks resample
+    their per-sample caption scores, shifted onto the corpus-level score; CIDEr-D's idf stays the
+    whole test set's). A verdict names
     the better run only when the interval excludes 0. Runs that differ only in their seed are
     grouped and shown as mean ± std; runs whose environments differ (library versions, device,
     CPU or GPU, threads) are flagged.

@@ -138,7 +138,7 @@ def _resampled(cell: Cell | None, idx: list[int] | None) -> float | None:
     if idx is None:
         return cell.score
     s = cell.samples
-    return math.fsum(map(s.__getitem__, idx)) / len(idx) + cell.offset
+    return sum(map(s.__getitem__, idx)) / len(idx) + cell.offset
 
 
 def paired_bootstrap(a: RunSamples, b: RunSamples, *, resamples: int = 1000, seed: int = 0,
