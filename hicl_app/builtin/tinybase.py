@@ -63,11 +63,15 @@ def build(out_dir: str | Path, recipe: BaseRecipe = BaseRecipe(), on_event=None)
         generate(data, tasks=1, train=1, test=1, seed=recipe.seed + 1000, pretrain=recipe.samples)
         records = parse_task_file(data / "pretrain" / "train.jsonl").records
         build_tiny_base(out_dir, seed=recipe.seed, corpus=vocabulary_corpus(), size=recipe.size)
+        emit = on_event or (lambda event: None)
         try:
             if recipe.vision_steps:
+                emit({"kind": "base_phase", "phase": "vision", "total": recipe.vision_steps})
                 _pretrain_vision(out_dir, recipe, on_event)
+            emit({"kind": "base_phase", "phase": "language", "total": recipe.steps})
             pretrain(out_dir, records, steps=recipe.steps, lr=recipe.lr, batch_size=recipe.batch_size,
                      seed=recipe.seed, on_event=on_event, freeze_vision=bool(recipe.vision_steps))
+            emit({"kind": "base_done"})
         except BaseException:
             shutil.rmtree(out_dir, ignore_errors=True)
             raise

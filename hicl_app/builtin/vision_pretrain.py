@@ -64,6 +64,8 @@ def pretrain_vision(model_dir: str | os.PathLike, images: list, labels: dict[str
     loss_fn = nn.CrossEntropyLoss(ignore_index=IGNORE)
     tower.train()
     n_train = n - holdout
+    if on_event is not None:
+        on_event({"kind": "vision_step", "step": 0, "total": steps, "loss": None})
     for step in range(steps):
         idx = torch.randint(0, n_train, (min(batch_size, n_train),), generator=gen)
         logits = heads(_patch_features(tower, pixels[idx]))
@@ -74,7 +76,7 @@ def pretrain_vision(model_dir: str | os.PathLike, images: list, labels: dict[str
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
-        if on_event is not None and (step + 1) % 50 == 0:
+        if on_event is not None and (step + 1) % 10 == 0:
             on_event({"kind": "vision_step", "step": step + 1, "total": steps, "loss": loss.item()})
     tower.eval()
     accuracy = {}

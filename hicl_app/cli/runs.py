@@ -312,7 +312,10 @@ def run_show(app: AppContext, run_ref: str, as_json: bool) -> None:
     click.echo(f"run {data['id']} {data['name']}: {data['method']} on {data['base_model']} — {data['status']}")
     if data["error"]:
         click.echo(f"error: {data['error']}")
-    click.echo(f"tasks: {' → '.join(data['task_order'])}\n")
+    click.echo(f"tasks: {' → '.join(data['task_order'])}")
+    if data["env"]:
+        click.echo(f"environment: {env_line(data['env'])}")
+    click.echo("")
     click.echo(table(["stage", "trains on", "status", "steps", "progress"],
                      [[st["index"], ",".join(st["train_tasks"]), st["status"], st["steps"], st["progress"]]
                       for st in data["stages"]]))
@@ -331,6 +334,26 @@ def run_show(app: AppContext, run_ref: str, as_json: bool) -> None:
     click.echo(_metrics_line(data["metrics"]))
     if data["general"]:
         click.echo(_general_line(data["general"]))
+
+
+def env_line(env: dict) -> str:
+    """'hicl 0.1.0 (61aacb0), python 3.11.7, torch 2.13.0, ... on cpu (Intel Xeon), float32, 2 threads, seed 0'."""
+    parts = []
+    if env.get("hicl"):
+        commit = env.get("hicl_commit")
+        parts.append(f"hicl {env['hicl']}" + (f" ({commit[:12]})" if commit else ""))
+    parts += [f"{key} {env[key]}" for key in ("python", "torch", "transformers", "peft", "cuda") if env.get(key)]
+    where = env.get("device", "?")
+    chip = env.get("gpu") or env.get("cpu")
+    parts.append(f"on {where}" + (f" ({chip})" if chip else ""))
+    parts += [str(env[key]) for key in ("dtype",) if env.get(key)]
+    if env.get("threads") is not None:
+        parts.append(f"{env['threads']} threads")
+    if env.get("world_size", 1) != 1:
+        parts.append(f"{env['world_size']} processes")
+    if env.get("seed") is not None:
+        parts.append(f"seed {env['seed']}")
+    return ", ".join(parts)
 
 
 def _size(n: int) -> str:

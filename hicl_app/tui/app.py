@@ -66,7 +66,8 @@ class HiclApp(App[None]):
         self.poll_interval = poll_interval
         self.page_size = page_size
         self.exit_on_first_paint = exit_on_first_paint
-        self.marked_run: int | None = None
+        #: runs marked with m, in the order marked: `v` compares them with the highlighted one
+        self.marked_runs: list[int] = []
         self.painted_at: float | None = None
         self.probe = board.ChangeProbe(catalog)
         for theme in load_themes():
@@ -132,15 +133,29 @@ class HiclApp(App[None]):
 
         self.push_screen(RunScreen(run_id))
 
+    @property
+    def marked_run(self) -> int | None:
+        """The run marked last (None when none is)."""
+        return self.marked_runs[-1] if self.marked_runs else None
+
     def compare_runs(self, a: int, b: int) -> None:
+        """Compare the marked runs (A = the first marked; `a` among them) with `b`."""
         from .screens.compare import CompareScreen
 
-        self.push_screen(CompareScreen(a, b))
+        runs = [r for r in self.marked_runs if r != b] or [a]
+        if a not in runs:
+            runs.insert(0, a)
+        self.push_screen(CompareScreen(*runs, b))
 
     def mark_run(self, run_id: int) -> None:
-        self.marked_run = None if self.marked_run == run_id else run_id
-        self.notify(f"run {run_id} marked: open or highlight another and press v to compare"
-                    if self.marked_run is not None else f"run {run_id} unmarked")
+        if run_id in self.marked_runs:
+            self.marked_runs.remove(run_id)
+            self.notify(f"run {run_id} unmarked" + (f" ({len(self.marked_runs)} still marked)" if self.marked_runs else ""))
+            return
+        self.marked_runs.append(run_id)
+        marked = ", ".join(map(str, self.marked_runs))
+        self.notify(f"run{'s' if len(self.marked_runs) > 1 else ''} {marked} marked: mark more, or highlight another "
+                    "and press v to compare them")
 
     def action_help(self) -> None:
         from .screens.help import HelpScreen

@@ -113,16 +113,26 @@ async def test_compare_two_runs(busy):
         await pilot.press("down", "down", "down", "down", "m", "down", "v")
         await settle(pilot)
         screen = app.screen
-        assert isinstance(screen, CompareScreen) and (screen.a, screen.b) == (246, 245)
+        assert isinstance(screen, CompareScreen) and screen.ids == [246, 245]
         metrics = cell_texts(screen.query_one("#compare-metrics"))
-        assert [row[0] for row in metrics] == ["MFT", "Last", "Avg", "BWT", "Forgetting"]
+        assert [row[0] for row in metrics] == ["MFT", "Last", "Avg", "BWT", "Forgetting", "General"]
         a, b = float(metrics[1][1]), float(metrics[1][2])
-        assert float(metrics[1][3]) == pytest.approx(b - a, abs=0.011)
+        assert float(metrics[1][3]) == pytest.approx(b - a, abs=0.11)
         assert len(list(screen.query(HeatmapTable))) == 2
         await pilot.press("x")
         await settle(pilot)
-        assert (screen.a, screen.b) == (245, 246)
+        assert screen.ids == [245, 246]
         assert cell_texts(screen.query_one("#compare-metrics"))[1][1] == metrics[1][2]
+        # a third run: mark two, compare with the highlighted one
+        await pilot.press("escape")
+        await settle(pilot)
+        await pilot.press("down", "m", "down", "v")
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, CompareScreen) and len(screen.ids) == 3 and screen.ids[0] == 246
+        assert len(list(screen.query(HeatmapTable))) == 3
+        header = [str(c.label) for c in screen.query_one("#compare-metrics").ordered_columns]
+        assert header[:4] == ["metric", "A", "B", "C"] and "C−A" in header
 
 
 @async_test

@@ -164,7 +164,10 @@ def env_info(device: torch.device, dtype: torch.dtype, seed: int) -> dict[str, A
     import peft
     import transformers
 
+    from ...core.provenance import provenance
+
     info: dict[str, Any] = {
+        **provenance(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "transformers": transformers.__version__,

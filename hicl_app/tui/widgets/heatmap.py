@@ -57,8 +57,8 @@ class HeatmapTable(DataTable):
         fit = (available - label_width - 2) // max(1, len(col_labels)) - 2
         width = max(4 + digits, min(16, fit, max((len(c) for c in col_labels), default=0)))
         self.add_column(Text(""), key="_row", width=label_width)
-        for j, name in enumerate(col_labels):
-            self.add_column(Text(_cut(name, width), justify="right"), key=f"c{j}", width=width)
+        for j, name in enumerate(distinct_labels(col_labels, width)):
+            self.add_column(Text(name, justify="right"), key=f"c{j}", width=width)
         for i, label in enumerate(row_labels):
             row = matrix[i] if i < len(matrix) else []
             cells = [Text(_cut(label, label_width), style=palette.muted.hex)]
@@ -86,3 +86,30 @@ class HeatmapTable(DataTable):
 
 def _cut(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _shorten(name: str, width: int) -> str:
+    """'caption-scene' -> 'c-scene': every part but the last cut to its first letter, then cut."""
+    parts = [p for p in name.replace("_", "-").split("-") if p]
+    if len(parts) > 1:
+        name = "-".join([p[0] for p in parts[:-1]] + [parts[-1]])
+    return _cut(name, width)
+
+
+def distinct_labels(names: list[str], width: int) -> list[str]:
+    """Column labels of at most `width` characters that tell the names apart.
+
+    Names cut with an ellipsis when the cut ones still differ; otherwise names made of parts
+    (``caption-scene``, ``caption-style``) keep their last part (``c-scene``, ``c-style``); any
+    label still shared ends with the column's number."""
+    cut = [_cut(n, width) for n in names]
+    if len(set(cut)) == len(cut):
+        return cut
+    short = [_shorten(n, width) if cut.count(c) > 1 else c for n, c in zip(names, cut)]
+    out = []
+    for j, label in enumerate(short):
+        if short.count(label) > 1:
+            tag = str(j + 1)
+            label = label[: max(1, width - len(tag) - 1)].rstrip("…") + "…" + tag
+        out.append(label)
+    return out
