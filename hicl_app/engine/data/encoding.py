@@ -199,9 +199,29 @@ def collate(items: list[Encoded], pad_id: int, padding_side: str) -> dict[str, t
             aligned[key][i, span] = torch.tensor(values)
     batch = {"input_ids": ids, "attention_mask": mask, "labels": labels, **aligned}
     for key in items[0].image_inputs:
-        try:
-            batch[key] = torch.cat([it.image_inputs[key] for it in items])
-        except RuntimeError as exc:
-            raise EngineError(f"cannot batch {key!r} of differently sized images: {exc}",
-                              hint="use batch size 1 for this model family") from None
+        batch[key] = concat_image_inputs([it.image_inputs[key] for it in items], key)
     return batch
+
+
+def concat_image_inputs(tensors: list[torch.Tensor], key: str) -> torch.Tensor:
+    """One processor output of several samples as the processor gives it for them together.
+
+    Every family puts its images one after another along dim 0: LLaVA's (1, C, H, W) images,
+    Qwen2-VL's flattened patches of any count (with `image_grid_thw` saying which are whose).
+    Where the rest differs, as LLaVA-OneVision's tiles (image_sizes tells the model how many
+    are real) or Idefics3's tiles and `pixel_attention_mask` (all-zero tiles are dropped),
+    the processors zero-pad every dimension to the largest, and so does this.
+    """
+    shapes = {tuple(t.shape[1:]) for t in tensors}
+    if len(shapes) > 1:
+        if len({t.dim() for t in tensors}) > 1:
+            raise EngineError(f"cannot batch {key!r}: its samples have different numbers of dimensions",
+                              hint="use batch size 1 for this model family")
+        widest = [max(t.shape[d] for t in tensors) for d in range(1, tensors[0].dim())]
+        padded = []
+        for t in tensors:
+            out = t.new_zeros((t.shape[0], *widest))
+            out[(slice(None), *(slice(0, n) for n in t.shape[1:]))] = t
+            padded.append(out)
+        tensors = padded
+    return torch.cat(tensors)
