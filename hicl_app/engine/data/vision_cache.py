@@ -13,8 +13,9 @@ function of that image alone), the tower has no trainable parameter, no LoRA lay
 dropout, and the call is the plain one (`image_sizes` None, no extra outputs asked for).
 Anything else goes to the original method: families whose features depend on more than the
 pixels of one fixed-size image (LLaVA-OneVision's tiles with `image_sizes`, Qwen2-VL's variable
-patches with `image_grid_thw`, Idefics3's tiles with `pixel_attention_mask`) never use it. The store is dropped whenever the tower's parameters
-change (an in-place update, a move to another device, new modules), and is bounded in bytes.
+patches with `image_grid_thw`, Idefics3's tiles with `pixel_attention_mask`) never use it.
+The store is dropped whenever the tower's parameters change (an in-place update, a move to
+another device, new modules), and is bounded in bytes.
 """
 
 from __future__ import annotations

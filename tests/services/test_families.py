@@ -1,0 +1,109 @@
+"""Every method on every family: a 2-task run of seq-lora, joint, hide and llava-c from the CLI on a
+tiny random Qwen2-VL, LLaVA-OneVision and Idefics3, each built from its own configs and processor.
+
+Per family the four runs are queued with `hicl run start --no-worker` and drained by one worker in
+this process (the code a worker's child runs, without importing torch once per stage). Then: the
+matrix is full, every stage's adapter loads with plain `PeftModel.from_pretrained` and holds LoRA
+on the language model's decoder linears only, the adapters of seq-lora and joint (which export it)
+give the engine's logits, and hide answers the same batched as one by one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from engine_fixtures import OTHER_FAMILIES, add_tasks_by_cli, read_jsonl
+
+from hicl_app.engine.config import EvalConfig, ModelConfig
+from hicl_app.engine.data.encoding import Encoder, collate
+from hicl_app.engine.errors import EngineError
+from hicl_app.engine.eval.generate import generate_answers
+from hicl_app.engine.methods import get_method
+from hicl_app.engine.modeling.models import decoder_layers, load_base
+
+METHODS = ("seq-lora", "joint", "hide", "llava-c")
+COMMON = ["--tasks", "color,bg", "--max-steps", "3", "--batch-size", "4", "--rank", "4", "--lr", "1e-3",
+          "--checkpoint-every", "0", "--eval-batch-size", "8", "--max-new-tokens", "3", "--device", "cpu",
+          "--no-worker", "--json"]
+EXTRA = {"llava-c": ["--pretrain-task", "caps", "--pretrain-steps", "2"]}
+
+
+def _drain(home: Path) -> None:
+    from hicl_app.catalog.db import Catalog
+    from hicl_app.core.settings import Settings
+    from hicl_app.worker.loop import Worker
+
+    catalog = Catalog(Settings.resolve(home))
+    try:
+        Worker(catalog, poll=0.1).run(idle_exit=0)
+    finally:
+        catalog.dispose()
+
+
+def _logits(model, processor, records) -> torch.Tensor:
+    enc = Encoder(processor)
+    batch = collate([enc.encode(r) for r in records], processor.tokenizer.pad_token_id, "right")
+    batch.pop("labels")
+    with torch.no_grad():
+        return model(**batch).logits
+
+
+@pytest.mark.parametrize("family", OTHER_FAMILIES)
+def test_every_method_on_the_family_from_the_cli(family, cli, home, tmp_path, family_base_dirs, family_tasks):
+    from peft import PeftModel
+    from peft.tuners.lora import LoraLayer
+    from transformers import AutoModelForImageTextToText
+
+    base = family_base_dirs(family)
+    add_tasks_by_cli(cli, tmp_path, family_tasks, names=("color", "bg", "caps"))
+    runs = {}
+    for method in METHODS:
+        res = cli("run", "start", "--method", method, "--base", base, *COMMON, *EXTRA.get(method, []))
+        assert res.exit_code == 0, res.output
+        runs[method] = json.loads(res.stdout)["run_id"]
+    _drain(home)
+
+    records = read_jsonl(family_tasks["color"].test_path)[:3] + read_jsonl(family_tasks["bg"].test_path)[:3]
+    loaded = load_base(ModelConfig(str(base), device="cpu"))
+    prefix, _ = decoder_layers(loaded.model)
+    for method, run_id in runs.items():
+        detail = json.loads(cli("run", "show", run_id, "--json").stdout)
+        assert detail["status"] == "completed", (method, detail.get("error"))
+        matrix = detail["matrix"]
+        for t, row in enumerate(matrix):  # every seen task scored after every stage
+            seen = 2 if len(matrix) == 1 else t + 1
+            assert all(row[j] is not None for j in range(seen)), (method, matrix)
+        assert len(detail["adapters"]) == len(matrix)
+        for adapter in detail["adapters"]:
+            plain = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(base), adapter["path"]).eval()
+            lora = [n.removeprefix("base_model.model.") for n, m in plain.named_modules() if isinstance(m, LoraLayer)]
+            assert lora and all(n.startswith(prefix + ".") for n in lora), (method, lora[:3])
+            stage_dir = Path(adapter["path"]).parent
+            if get_method(method).export(stage_dir).peft:  # seq-lora, joint: the adapter is the model
+                engine = get_method(method).load(load_base(ModelConfig(str(base), device="cpu")).model, stage_dir)
+                torch.testing.assert_close(_logits(plain, loaded.processor, records),
+                                           _logits(engine, loaded.processor, records), rtol=1e-5, atol=1e-5)
+
+    # hide: the routed model answers each sample the same in a batch as alone
+    last = Path(json.loads(cli("run", "show", runs["hide"], "--json").stdout)["adapters"][-1]["path"]).parent
+    model = get_method("hide").load(load_base(ModelConfig(str(base), device="cpu")).model, last)
+    together = generate_answers(model, loaded.processor, records, EvalConfig(batch_size=6, max_new_tokens=3),
+                                device=loaded.device, dtype=loaded.dtype)
+    alone = generate_answers(model, loaded.processor, records, EvalConfig(batch_size=1, max_new_tokens=3),
+                             device=loaded.device, dtype=loaded.dtype)
+    assert together == alone
+
+
+def test_llava_c_projector_is_the_family_connector(family_base_dirs):
+    from hicl_app.engine.methods.llava_c.projector import find_projector
+
+    expected = {"qwen2-vl": "merger", "llava-onevision": "multi_modal_projector", "idefics3": "connector"}
+    for family, name in expected.items():
+        model = load_base(ModelConfig(str(family_base_dirs(family)), device="cpu")).model
+        path, module = find_projector(model)
+        assert path.split(".")[-1] == name and any(True for _ in module.parameters())
+    with pytest.raises(EngineError, match="no separate vision-language projector"):
+        find_projector(torch.nn.Sequential(torch.nn.Linear(2, 2)))
