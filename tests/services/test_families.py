@@ -28,7 +28,7 @@ METHODS = ("seq-lora", "joint", "hide", "llava-c")
 COMMON = ["--tasks", "color,bg", "--max-steps", "3", "--batch-size", "4", "--rank", "4", "--lr", "1e-3",
           "--checkpoint-every", "0", "--eval-batch-size", "8", "--max-new-tokens", "3", "--device", "cpu",
           "--no-worker", "--json"]
-EXTRA = {"llava-c": ["--pretrain-task", "caps", "--pretrain-steps", "2"]}
+EXTRA = {"seq-lora": ["--targets", "q_proj,v_proj"], "llava-c": ["--pretrain-task", "caps", "--pretrain-steps", "2"]}
 
 
 def _drain(home: Path) -> None:
@@ -81,6 +81,8 @@ def test_every_method_on_the_family_from_the_cli(family, cli, home, tmp_path, fa
             plain = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(base), adapter["path"]).eval()
             lora = [n.removeprefix("base_model.model.") for n, m in plain.named_modules() if isinstance(m, LoraLayer)]
             assert lora and all(n.startswith(prefix + ".") for n in lora), (method, lora[:3])
+            if method == "seq-lora":  # --targets q_proj,v_proj: those of the decoder, not the vision tower's
+                assert {n.rsplit(".", 1)[-1] for n in lora} == {"q_proj", "v_proj"}
             stage_dir = Path(adapter["path"]).parent
             if get_method(method).export(stage_dir).peft:  # seq-lora, joint: the adapter is the model
                 engine = get_method(method).load(load_base(ModelConfig(str(base), device="cpu")).model, stage_dir)
@@ -97,7 +99,8 @@ def test_every_method_on_the_family_from_the_cli(family, cli, home, tmp_path, fa
     assert together == alone
 
 
-def test_llava_c_projector_is_the_family_connector(family_base_dirs):
+def test_projector_and_vision_cache_per_family(family_base_dirs, tiny_base_dir):
+    from hicl_app.engine.data.vision_cache import vision_feature_cache
     from hicl_app.engine.methods.llava_c.projector import find_projector
 
     expected = {"qwen2-vl": "merger", "llava-onevision": "multi_modal_projector", "idefics3": "connector"}
@@ -105,5 +108,26 @@ def test_llava_c_projector_is_the_family_connector(family_base_dirs):
         model = load_base(ModelConfig(str(family_base_dirs(family)), device="cpu")).model
         path, module = find_projector(model)
         assert path.split(".")[-1] == name and any(True for _ in module.parameters())
+        with vision_feature_cache(model) as store:  # features depend on more than one fixed-size image
+            assert store is None
+    with vision_feature_cache(load_base(ModelConfig(str(tiny_base_dir), device="cpu")).model) as store:
+        assert store is not None  # LLaVA-1.5: engages
     with pytest.raises(EngineError, match="no separate vision-language projector"):
         find_projector(torch.nn.Sequential(torch.nn.Linear(2, 2)))
+
+
+def test_unsupported_family_is_refused_before_loading(tmp_path, family_base_dirs):
+    import shutil
+
+    from transformers import LlamaConfig
+
+    text_only = tmp_path / "text-only"
+    LlamaConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                intermediate_size=32).save_pretrained(text_only)
+    with pytest.raises(EngineError, match="'llama' model, which has no image-text-to-text head"):
+        load_base(ModelConfig(str(text_only), device="cpu"))
+    untemplated = tmp_path / "no-template"
+    shutil.copytree(family_base_dirs("qwen2-vl"), untemplated)
+    (untemplated / "chat_template.jinja").unlink()
+    with pytest.raises(EngineError, match="Qwen2VLProcessor.*has no chat template"):
+        load_base(ModelConfig(str(untemplated), device="cpu"))
