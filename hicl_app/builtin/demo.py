@@ -65,6 +65,8 @@ class DemoConfig:
     #: the tiny model gains almost nothing from a second torch thread, so two runs at once on two
     #: cores take about the time of one. Each worker gets cores // workers torch threads.
     workers: int = 0
+    #: architecture of the tiny base (`families.FAMILIES`); each is cached under its own key
+    base_family: str = "llava"
 
     @classmethod
     def quick(cls, **overrides) -> "DemoConfig":
@@ -137,7 +139,8 @@ def run_demo(catalog: Catalog, cfg: DemoConfig, log: Log, on_progress=None) -> d
     names = _add_tasks(catalog, folder, manifest, log)
     tasks, general = names[:-1], names[-1]
     recipe = tinybase.BaseRecipe(seed=cfg.seed, steps=cfg.base_steps, samples=cfg.base_samples,
-                                 vision_steps=cfg.base_vision_steps, vision_samples=cfg.base_vision_samples)
+                                 vision_steps=cfg.base_vision_steps, vision_samples=cfg.base_vision_samples,
+                                 family=cfg.base_family)
     t0 = time.monotonic()
     base, built = tinybase.ensure(catalog.settings.cache, recipe, on_event=_log_vision(log))
     log(f"{'built' if built else 'reusing'} the tiny base {base.name}" + (f" in {time.monotonic() - t0:.0f}s" if built else ""))

@@ -69,9 +69,12 @@ IDEFICS3_TOKENS = (["<|begin_of_text|>", "<|end_of_text|>", "<pad>", "<fake_toke
                     "<end_of_utterance>", "<global-img>"]
                    + [f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)])
 
-#: widths of every family's tiny instance (the LLaVA one's "tiny" size, narrower towers)
-TEXT = dict(hidden=64, layers=4, heads=4, kv_heads=2, inter=128)
-VISION = dict(hidden=32, layers=2, heads=2, inter=64)
+#: widths of each family's instances: "test" (about 0.25 M parameters, for the test suite) and
+#: "tiny" (the widths of the tiny LLaVA the demo uses, so the families compare like for like)
+WIDTHS = {
+    "test": (dict(hidden=64, layers=4, heads=4, kv_heads=2, inter=128), dict(hidden=32, layers=2, heads=2, inter=64)),
+    "tiny": (dict(hidden=128, layers=4, heads=4, kv_heads=4, inter=256), dict(hidden=64, layers=2, heads=4, inter=128)),
+}
 
 
 def _fast_tokenizer(tok, **named):
@@ -89,7 +92,8 @@ def _set_generation(model, tok) -> None:
     gen.pad_token_id, gen.eos_token_id, gen.bos_token_id = tok.pad_token_id, tok.eos_token_id, tok.bos_token_id
 
 
-def _qwen2_vl(corpus: list[str] | None, vocab: int, image: int, seed: int):
+def _qwen2_vl(corpus: list[str] | None, vocab: int, image: int, seed: int, widths: tuple[dict, dict]):
+    text, vision = widths
     import torch
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
@@ -101,14 +105,16 @@ def _qwen2_vl(corpus: list[str] | None, vocab: int, image: int, seed: int):
     tok = _fast_tokenizer(train_bpe(_family_corpus(corpus, lines), vocab, QWEN_TOKENS),
                           eos_token="<|im_end|>", pad_token="<|endoftext|>")
     patch, merge = 8, 2
+    half = text["hidden"] // text["heads"] // 2  # rotary pairs per head, shared out as Qwen2-VL does (16:24:24)
+    section = [half // 4, (half - half // 4) // 2, half - half // 4 - (half - half // 4) // 2]
     cfg = Qwen2VLConfig(
-        text_config=dict(vocab_size=len(tok), hidden_size=TEXT["hidden"], num_hidden_layers=TEXT["layers"],
-                         num_attention_heads=TEXT["heads"], num_key_value_heads=TEXT["kv_heads"],
-                         intermediate_size=TEXT["inter"], max_position_embeddings=2048,
-                         rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0},
+        text_config=dict(vocab_size=len(tok), hidden_size=text["hidden"], num_hidden_layers=text["layers"],
+                         num_attention_heads=text["heads"], num_key_value_heads=text["kv_heads"],
+                         intermediate_size=text["inter"], max_position_embeddings=2048,
+                         rope_parameters={"rope_type": "default", "mrope_section": section, "rope_theta": 10000.0},
                          bos_token_id=None, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id),
-        vision_config=dict(depth=VISION["layers"], embed_dim=VISION["hidden"], num_heads=VISION["heads"],
-                           mlp_ratio=2, hidden_size=TEXT["hidden"], patch_size=patch, spatial_merge_size=merge,
+        vision_config=dict(depth=vision["layers"], embed_dim=vision["hidden"], num_heads=vision["heads"],
+                           mlp_ratio=2, hidden_size=text["hidden"], patch_size=patch, spatial_merge_size=merge,
                            temporal_patch_size=2),
         image_token_id=tok.convert_tokens_to_ids("<|image_pad|>"),
         video_token_id=tok.convert_tokens_to_ids("<|video_pad|>"),
@@ -127,7 +133,8 @@ def _qwen2_vl(corpus: list[str] | None, vocab: int, image: int, seed: int):
     return model, proc
 
 
-def _llava_onevision(corpus: list[str] | None, vocab: int, image: int, seed: int):
+def _llava_onevision(corpus: list[str] | None, vocab: int, image: int, seed: int, widths: tuple[dict, dict]):
+    text, vision = widths
     import torch
     from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration, LlavaOnevisionProcessor
     from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
@@ -144,12 +151,12 @@ def _llava_onevision(corpus: list[str] | None, vocab: int, image: int, seed: int
     tile, patch = image // 2, 8
     pinpoints = [[tile * a, tile * b] for a in (1, 2) for b in (1, 2)]
     cfg = LlavaOnevisionConfig(
-        vision_config=dict(model_type="siglip_vision_model", hidden_size=VISION["hidden"],
-                           intermediate_size=VISION["inter"], num_hidden_layers=VISION["layers"],
-                           num_attention_heads=VISION["heads"], image_size=tile, patch_size=patch),
-        text_config=dict(model_type="qwen2", vocab_size=len(tok), hidden_size=TEXT["hidden"],
-                         num_hidden_layers=TEXT["layers"], num_attention_heads=TEXT["heads"],
-                         num_key_value_heads=TEXT["kv_heads"], intermediate_size=TEXT["inter"],
+        vision_config=dict(model_type="siglip_vision_model", hidden_size=vision["hidden"],
+                           intermediate_size=vision["inter"], num_hidden_layers=vision["layers"],
+                           num_attention_heads=vision["heads"], image_size=tile, patch_size=patch),
+        text_config=dict(model_type="qwen2", vocab_size=len(tok), hidden_size=text["hidden"],
+                         num_hidden_layers=text["layers"], num_attention_heads=text["heads"],
+                         num_key_value_heads=text["kv_heads"], intermediate_size=text["inter"],
                          max_position_embeddings=2048, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id),
         image_token_index=tok.convert_tokens_to_ids("<image>"), video_token_index=tok.convert_tokens_to_ids("<video>"),
         vision_feature_select_strategy="full", vision_feature_layer=-1, image_grid_pinpoints=pinpoints,
@@ -166,7 +173,8 @@ def _llava_onevision(corpus: list[str] | None, vocab: int, image: int, seed: int
     return model, proc
 
 
-def _idefics3(corpus: list[str] | None, vocab: int, image: int, seed: int):
+def _idefics3(corpus: list[str] | None, vocab: int, image: int, seed: int, widths: tuple[dict, dict]):
+    text, vision = widths
     import torch
     from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor
     from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
@@ -178,12 +186,12 @@ def _idefics3(corpus: list[str] | None, vocab: int, image: int, seed: int):
                           additional_special_tokens=IDEFICS3_TOKENS[3:])
     tile, patch, scale = image // 2, 8, 2
     cfg = Idefics3Config(
-        vision_config=dict(hidden_size=VISION["hidden"], intermediate_size=VISION["inter"],
-                           num_hidden_layers=VISION["layers"], num_attention_heads=VISION["heads"],
+        vision_config=dict(hidden_size=vision["hidden"], intermediate_size=vision["inter"],
+                           num_hidden_layers=vision["layers"], num_attention_heads=vision["heads"],
                            image_size=tile, patch_size=patch),
-        text_config=dict(model_type="llama", vocab_size=len(tok), hidden_size=TEXT["hidden"],
-                         num_hidden_layers=TEXT["layers"], num_attention_heads=TEXT["heads"],
-                         num_key_value_heads=TEXT["kv_heads"], intermediate_size=TEXT["inter"],
+        text_config=dict(model_type="llama", vocab_size=len(tok), hidden_size=text["hidden"],
+                         num_hidden_layers=text["layers"], num_attention_heads=text["heads"],
+                         num_key_value_heads=text["kv_heads"], intermediate_size=text["inter"],
                          max_position_embeddings=2048, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                          pad_token_id=tok.pad_token_id),
         image_token_id=tok.convert_tokens_to_ids("<image>"), scale_factor=scale, pad_token_id=tok.pad_token_id)
@@ -202,11 +210,12 @@ _BUILDERS = {"qwen2-vl": _qwen2_vl, "llava-onevision": _llava_onevision, "idefic
 
 
 def build_family_base(family: str, out_dir: str | os.PathLike, seed: int = 0, corpus: list[str] | None = None,
-                      image: int = 32) -> Path:
+                      image: int = 32, size: str = "test") -> Path:
     """Build and save a tiny random `family` model (model + processor) into `out_dir`.
 
     `image` is the side in pixels of the images it will see (32 for the tests, 64 for the
-    demo): it sets the tiles and the largest resolution each processor keeps.
+    demo): it sets the tiles and the largest resolution each processor keeps. `size` is a key
+    of WIDTHS; "llava" is `tiny.build_tiny_base` (its own sizes, "test" meaning its "tiny").
     """
     from transformers.utils import logging as hf_logging
 
@@ -214,10 +223,12 @@ def build_family_base(family: str, out_dir: str | os.PathLike, seed: int = 0, co
 
     if family not in FAMILIES:
         raise EngineError(f"unknown model family {family!r}", hint=f"use one of {', '.join(FAMILIES)}")
+    if size not in WIDTHS:
+        raise EngineError(f"unknown size {size!r} of a family base", hint=f"use one of {', '.join(WIDTHS)}")
     if family == "llava":
         return build_tiny_base(out_dir, seed=seed, corpus=corpus)
     hf_logging.disable_progress_bar()
-    model, proc = _BUILDERS[family](corpus, SIZES["tiny"]["vocab"], image, seed)
+    model, proc = _BUILDERS[family](corpus, SIZES["tiny"]["vocab"], image, seed, WIDTHS[size])
     out = Path(out_dir)
     _save_in_place(model, proc, out)
     return out

@@ -153,7 +153,7 @@ def pretrain(model_dir: str | os.PathLike, records: list[dict], steps: int = 200
     for param in model.parameters():
         param.requires_grad_(True)
     if freeze_vision:
-        for param in model.model.vision_tower.parameters():
+        for param in frozen_tower_parameters(model):
             param.requires_grad_(False)
     cfg = TrainConfig(max_steps=steps, lr=lr, batch_size=batch_size, warmup_ratio=0.15, seed=seed,
                       checkpoint_every=0)
@@ -162,6 +162,17 @@ def pretrain(model_dir: str | os.PathLike, records: list[dict], steps: int = 200
           checkpoint_dir=None, fingerprint={}, on_event=on_event)
     _save_in_place(model, loaded.processor, model_dir)
     return model_dir
+
+
+def frozen_tower_parameters(model) -> list:
+    """The vision tower's parameters, less a projector that lives inside it (Qwen2-VL's merger)."""
+    from ..engine.methods.llava_c.projector import PROJECTOR_NAMES
+    from ..engine.modeling.models import vision_tower
+
+    _, tower = vision_tower(model)
+    inside = [m for n, m in tower.named_modules() if n.split(".")[-1] in PROJECTOR_NAMES]
+    keep = {id(p) for m in inside for p in m.parameters()}
+    return [p for p in tower.parameters() if id(p) not in keep]
 
 
 def _save_in_place(model, processor, model_dir: Path) -> None:

@@ -131,3 +131,25 @@ def test_unsupported_family_is_refused_before_loading(tmp_path, family_base_dirs
     (untemplated / "chat_template.jinja").unlink()
     with pytest.raises(EngineError, match="Qwen2VLProcessor.*has no chat template"):
         load_base(ModelConfig(str(untemplated), device="cpu"))
+
+
+def test_demo_base_of_another_family_takes_the_llava_recipe(tmp_path):
+    from safetensors.torch import load_file
+
+    from hicl_app.builtin import tinybase
+    from hicl_app.builtin.families import build_family_base
+    from hicl_app.builtin.synth import vocabulary_corpus
+
+    recipe = tinybase.BaseRecipe(family="qwen2-vl", steps=2, samples=16, batch_size=4, vision_steps=2,
+                                 vision_samples=40)
+    assert recipe.key().startswith("tiny-qwen2-vl-base-") and tinybase.BaseRecipe().key().startswith("tiny-base-")
+    path, built = tinybase.ensure(tmp_path / "cache", recipe)
+    assert built and tinybase.is_built(path, recipe) and not tinybase.is_built(path, tinybase.BaseRecipe())
+    fresh = load_file(build_family_base("qwen2-vl", tmp_path / "fresh", corpus=vocabulary_corpus(), image=64,
+                                       size="tiny")
+                      / "model.safetensors")
+    trained = load_file(path / "model.safetensors")
+    moved = [k for k in fresh if fresh[k].shape == trained[k].shape and not torch.equal(fresh[k], trained[k])]
+    assert any("visual.blocks." in k for k in moved)  # the tower's attribute pretraining
+    assert any(".layers." in k and "visual" not in k for k in moved)  # the descriptions'
+    assert load_base(ModelConfig(str(path), device="cpu")).model.config.model_type == "qwen2_vl"

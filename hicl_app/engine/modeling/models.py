@@ -151,6 +151,19 @@ def find_language_model(model: nn.Module) -> tuple[str, nn.Module]:
     return hits[0], model.get_submodule(hits[0])
 
 
+#: what the families call their vision encoder (LLaVA family, Idefics3 / SmolVLM, Qwen2-VL family)
+VISION_TOWER_NAMES = ("vision_tower", "vision_model", "visual")
+
+
+def vision_tower(model: nn.Module) -> tuple[str, nn.Module]:
+    """(qualified name, module) of the vision encoder inside a multimodal model."""
+    hits = sorted((n for n, _ in model.named_modules() if n.split(".")[-1] in VISION_TOWER_NAMES), key=len)
+    if not hits:
+        raise EngineError(f"cannot find the vision tower inside {type(model).__name__}",
+                          hint=f"hicl looks for a module named {', '.join(VISION_TOWER_NAMES)}")
+    return hits[0], model.get_submodule(hits[0])
+
+
 def decoder_layers(model: nn.Module) -> tuple[str, nn.ModuleList]:
     """(qualified name, ModuleList) of the language model's transformer blocks."""
     lm_name, lm = find_language_model(model)
