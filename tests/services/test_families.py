@@ -89,14 +89,14 @@ def test_every_method_on_the_family_from_the_cli(family, cli, home, tmp_path, fa
                 torch.testing.assert_close(_logits(plain, loaded.processor, records),
                                            _logits(engine, loaded.processor, records), rtol=1e-5, atol=1e-5)
 
-    # hide: the routed model answers each sample the same in a batch as alone
+    # hide: the routed model answers each sample the same in a batch as alone, with soft routing and
+    # with top-1 routing (a batch whose samples pick different experts is generated expert by expert)
     last = Path(json.loads(cli("run", "show", runs["hide"], "--json").stdout)["adapters"][-1]["path"]).parent
-    model = get_method("hide").load(load_base(ModelConfig(str(base), device="cpu")).model, last)
-    together = generate_answers(model, loaded.processor, records, EvalConfig(batch_size=6, max_new_tokens=3),
-                                device=loaded.device, dtype=loaded.dtype)
-    alone = generate_answers(model, loaded.processor, records, EvalConfig(batch_size=1, max_new_tokens=3),
-                             device=loaded.device, dtype=loaded.dtype)
-    assert together == alone
+    for options in ({}, {"routing": "top1"}):
+        model = get_method("hide", options).load(load_base(ModelConfig(str(base), device="cpu")).model, last)
+        answers = [generate_answers(model, loaded.processor, records, EvalConfig(batch_size=size, max_new_tokens=3),
+                                    device=loaded.device, dtype=loaded.dtype) for size in (6, 1)]
+        assert answers[0] == answers[1], options
 
 
 def test_projector_and_vision_cache_per_family(family_base_dirs, tiny_base_dir):
@@ -153,3 +153,20 @@ def test_demo_base_of_another_family_takes_the_llava_recipe(tmp_path):
     assert any("visual.blocks." in k for k in moved)  # the tower's attribute pretraining
     assert any(".layers." in k and "visual" not in k for k in moved)  # the descriptions'
     assert load_base(ModelConfig(str(path), device="cpu")).model.config.model_type == "qwen2_vl"
+
+
+def test_a_sub_batch_takes_its_own_images(family_base_dirs, family_tasks):
+    """What top-1 routing generates expert by expert: Qwen2-VL's flattened patches cut per sample."""
+    from hicl_app.engine.data.encoding import select_samples
+    from hicl_app.engine.modeling.processors import load_processor
+
+    processor = load_processor(family_base_dirs("qwen2-vl"))
+    enc = Encoder(processor)
+    items = [enc.encode(r, with_answer=False) for r in read_jsonl(family_tasks["color"].test_path)[:3]]
+    batch = collate(items, processor.tokenizer.pad_token_id, "left")
+    sub = select_samples(batch, torch.tensor([0, 2]), 3)
+    pair = collate([items[0], items[2]], processor.tokenizer.pad_token_id, "left")
+    assert torch.equal(sub["pixel_values"], pair["pixel_values"]) and torch.equal(sub["image_grid_thw"], pair["image_grid_thw"])
+    assert torch.equal(sub["input_ids"], batch["input_ids"][[0, 2]])
+    with pytest.raises(EngineError, match="cannot split pixel_values"):
+        select_samples({**batch, "pixel_values": batch["pixel_values"][1:]}, torch.tensor([0]), 3)

@@ -225,3 +225,27 @@ def concat_image_inputs(tensors: list[torch.Tensor], key: str) -> torch.Tensor:
             padded.append(out)
         tensors = padded
     return torch.cat(tensors)
+
+
+def select_samples(inputs: dict[str, Any], rows: torch.Tensor, batch: int) -> dict[str, Any]:
+    """The model inputs of samples `rows` out of a batch of `batch` made by `collate`.
+
+    Per-sample tensors (first dimension `batch`) are indexed; flattened image patches
+    (Qwen2-VL's `pixel_values`, dim 0 the sum of each image's grid t*h*w in `image_grid_thw`)
+    are cut at the images' boundaries. Anything else passes unchanged.
+    """
+    out = dict(inputs)
+    grid = inputs.get("image_grid_thw")
+    for key, value in inputs.items():
+        if not isinstance(value, torch.Tensor) or not value.dim():
+            continue
+        if key == "pixel_values" and isinstance(grid, torch.Tensor) and value.shape[0] != batch:
+            sizes = grid.prod(-1).tolist()
+            if sum(sizes) != value.shape[0] or len(sizes) != batch:
+                raise EngineError(f"cannot split pixel_values {tuple(value.shape)} by image_grid_thw {sizes} "
+                                  f"into {batch} samples")
+            pieces = value.split(sizes)
+            out[key] = torch.cat([pieces[i] for i in rows.tolist()])
+        elif value.shape[0] == batch:
+            out[key] = value.index_select(0, rows.to(value.device))
+    return out

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...data.encoding import select_samples
 from ...errors import EngineError
 from .experts import RoutingState
 
@@ -317,8 +318,7 @@ def _generate_by_expert(model: nn.Module, original, state: RoutingState, kwargs:
         pad = getattr(getattr(model, "generation_config", None), "pad_token_id", None) or 0
     pieces = []
     for _, rows in groups:
-        sub = {k: (v.index_select(0, rows.to(v.device)) if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == batch
-                   else v) for k, v in kwargs.items()}
+        sub = select_samples(kwargs, rows, batch)
         state.set(weights.index_select(0, rows))  # one expert: merged into the weights
         pieces.append((rows, original(**sub)))
     width = max(out.shape[1] for _, out in pieces)
