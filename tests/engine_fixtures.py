@@ -136,3 +136,41 @@ def add_tasks_by_cli(cli, tmp_path: Path, tasks: dict, names=("color", "bg", "to
         res = cli("add-task", files["train"], "--test", files["test"], "--images", root, "--name", name,
                   "--scorer", "exact")
         assert res.exit_code == 0, res.output
+
+
+#: the families besides LLaVA that `builtin/families.py` builds tiny instances of
+OTHER_FAMILIES = ("qwen2-vl", "llava-onevision", "idefics3")
+FAMILY_TRAIN, FAMILY_TEST = 16, 6
+
+
+@pytest.fixture(scope="session")
+def family_base_dirs(tmp_path_factory):
+    """family -> a saved tiny random base of that family, each built once, on first use."""
+    from hicl_app.builtin.families import build_family_base
+
+    root = tmp_path_factory.mktemp("family-bases")
+    corpus = [f"{q} {a}" for q in [*QUESTIONS.values(), CAPTION] for a in [*PALETTE, *SHAPES, "warm", "cool"]]
+    built: dict[str, Path] = {}
+
+    def get(family: str) -> Path:
+        if family not in built:
+            built[family] = build_family_base(family, root / family, seed=0, corpus=corpus)
+        return built[family]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def family_tasks(tmp_path_factory) -> dict:
+    """Small "color" and "bg" tasks and a "caps" caption task (16 train / 6 test each) on 32 px scenes."""
+    from hicl_app.engine.spec import TaskData
+
+    root = tmp_path_factory.mktemp("family-tasks")
+    scenes = draw_scenes(root / "img", FAMILY_TRAIN + FAMILY_TEST, seed=3)
+    tasks = {}
+    for name, records in (("color", task_records("color", scenes)), ("bg", task_records("bg", scenes)),
+                          ("caps", caption_records(scenes))):
+        train = write_jsonl(root / name / "train.jsonl", records[:FAMILY_TRAIN])
+        test = write_jsonl(root / name / "test.jsonl", records[FAMILY_TRAIN:])
+        tasks[name] = TaskData(name=name, train_path=train, test_path=test, scorer="exact")
+    return tasks

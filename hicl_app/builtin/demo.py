@@ -80,6 +80,8 @@ class DemoConfig:
     #: the tiny model gains almost nothing from a second torch thread, so two runs at once on two
     #: cores take about the time of one. Each worker gets cores // workers torch threads.
     workers: int = 0
+    #: architecture of the tiny base (`families.FAMILIES`); each is cached under its own key
+    base_family: str = "llava"
 
     @classmethod
     def quick(cls, **overrides) -> "DemoConfig":
@@ -160,7 +162,8 @@ def run_demo(catalog: Catalog, cfg: DemoConfig, log: Log, on_progress=None, on_s
         check_method(method, {**cfg.extra_options.get(method, {}), **options}, what=f"method variant {label!r}: ")
     started = time.monotonic()
     recipe = tinybase.BaseRecipe(seed=cfg.seed, steps=cfg.base_steps, samples=cfg.base_samples,
-                                 vision_steps=cfg.base_vision_steps, vision_samples=cfg.base_vision_samples)
+                                 vision_steps=cfg.base_vision_steps, vision_samples=cfg.base_vision_samples,
+                                 family=cfg.base_family)
     t0 = time.monotonic()
     if tinybase.is_built(catalog.settings.cache / recipe.key(), recipe):
         names = _prepare(catalog, cfg, log)

@@ -51,16 +51,24 @@ def _generic_corpus() -> list[str]:
     return lines
 
 
-def _build_tokenizer(corpus: list[str], vocab_size: int):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
+def train_bpe(corpus: list[str], vocab_size: int, special_tokens: list[str]):
+    """A byte-level BPE trained on `corpus`, `special_tokens` first (ids 0, 1, ...)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())  # byte-level: every string encodes, no <unk> needed
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special_tokens,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(corpus, trainer=trainer)
+    return tok
+
+
+def _build_tokenizer(corpus: list[str], vocab_size: int):
+    from tokenizers import processors
+    from transformers import PreTrainedTokenizerFast
+
+    tok = train_bpe(corpus, vocab_size, SPECIAL_TOKENS)
     bos = tok.token_to_id("<s>")
     tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
                                                        special_tokens=[("<s>", bos)])
@@ -118,16 +126,7 @@ def build_tiny_base(out_dir: str | os.PathLike, seed: int = 0, corpus: list[str]
                           vision_feature_select_strategy="default", num_additional_image_tokens=1,
                           chat_template=LLAVA_CHAT_TEMPLATE)
     out = Path(out_dir)
-    stage = staging_dir(out)
-    try:
-        model.save_pretrained(stage)
-        proc.save_pretrained(stage)
-        publish_dir(stage, out)
-    except BaseException:
-        import shutil
-
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
+    _save_in_place(model, proc, out)
     return out
 
 
@@ -154,7 +153,7 @@ def pretrain(model_dir: str | os.PathLike, records: list[dict], steps: int = 200
     for param in model.parameters():
         param.requires_grad_(True)
     if freeze_vision:
-        for param in model.model.vision_tower.parameters():
+        for param in frozen_tower_parameters(model):
             param.requires_grad_(False)
     cfg = TrainConfig(max_steps=steps, lr=lr, batch_size=batch_size, warmup_ratio=0.15, seed=seed,
                       checkpoint_every=0)
@@ -163,6 +162,17 @@ def pretrain(model_dir: str | os.PathLike, records: list[dict], steps: int = 200
           checkpoint_dir=None, fingerprint={}, on_event=on_event)
     _save_in_place(model, loaded.processor, model_dir)
     return model_dir
+
+
+def frozen_tower_parameters(model) -> list:
+    """The vision tower's parameters, less a projector that lives inside it (Qwen2-VL's merger)."""
+    from ..engine.methods.llava_c.projector import PROJECTOR_NAMES
+    from ..engine.modeling.models import vision_tower
+
+    _, tower = vision_tower(model)
+    inside = [m for n, m in tower.named_modules() if n.split(".")[-1] in PROJECTOR_NAMES]
+    keep = {id(p) for m in inside for p in m.parameters()}
+    return [p for p in tower.parameters() if id(p) not in keep]
 
 
 def _save_in_place(model, processor, model_dir: Path) -> None:

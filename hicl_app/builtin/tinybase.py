@@ -1,4 +1,7 @@
-"""The demo's tiny base: a LLaVA-architecture model pretrained on CPU on generic descriptions.
+"""The demo's tiny base: a tiny model pretrained on CPU on generic descriptions.
+
+LLaVA by default; `BaseRecipe.family` builds another family (`families.py`) at the same widths
+and puts it through the same recipe.
 
 A real MLLM arrives pretrained; an untrained tiny one would make every continual method look
 alike. So the base learns, in about a minute and a half on 2 cores, to describe the benchmark's image domains in its
@@ -35,10 +38,21 @@ class BaseRecipe:
     #: distinct scenes the tower sees in that pretraining (its "web-scale" data; labels, no captions)
     vision_samples: int = 24000
     vision_lr: float = 5e-3
+    #: the model family (`families.FAMILIES`), built at the tiny LLaVA's widths
+    family: str = "llava"
 
     def key(self) -> str:
-        return (f"tiny-base-v{RECIPE_VERSION}-s{self.seed}-n{self.samples}-k{self.steps}"
+        family = "" if self.family == "llava" else f"{self.family}-"
+        return (f"tiny-{family}base-v{RECIPE_VERSION}-s{self.seed}-n{self.samples}-k{self.steps}"
                 f"-v{self.vision_steps}x{self.vision_samples}")
+
+
+def _recorded(recipe: BaseRecipe) -> dict:
+    """The recipe as its marker holds it (a LLaVA one as before families existed, so it stays valid)."""
+    out = asdict(recipe)
+    if recipe.family == "llava":
+        out.pop("family")
+    return out
 
 
 def is_built(out_dir: Path, recipe: BaseRecipe) -> bool:
@@ -46,7 +60,7 @@ def is_built(out_dir: Path, recipe: BaseRecipe) -> bool:
     if not marker.is_file():
         return False
     try:
-        return json.loads(marker.read_text())["recipe"] == asdict(recipe)
+        return json.loads(marker.read_text())["recipe"] == _recorded(recipe)
     except (ValueError, KeyError):
         return False
 
@@ -54,6 +68,7 @@ def is_built(out_dir: Path, recipe: BaseRecipe) -> bool:
 def build(out_dir: str | Path, recipe: BaseRecipe = BaseRecipe(), on_event=None) -> Path:
     """Build the tokenizer and model, pretrain on synthetic descriptions, save with a recipe marker."""
     from ..core.taskfile import parse_task_file
+    from .families import build_family_base
     from .synth import generate, vocabulary_corpus
     from .tiny import build_tiny_base, pretrain
 
@@ -62,7 +77,11 @@ def build(out_dir: str | Path, recipe: BaseRecipe = BaseRecipe(), on_event=None)
         data = Path(tmp) / "bench"
         generate(data, tasks=1, train=1, test=1, seed=recipe.seed + 1000, pretrain=recipe.samples)
         records = parse_task_file(data / "pretrain" / "train.jsonl").records
-        build_tiny_base(out_dir, seed=recipe.seed, corpus=vocabulary_corpus(), size=recipe.size)
+        if recipe.family == "llava":
+            build_tiny_base(out_dir, seed=recipe.seed, corpus=vocabulary_corpus(), size=recipe.size)
+        else:  # the benchmark's 64 px images
+            build_family_base(recipe.family, out_dir, seed=recipe.seed, corpus=vocabulary_corpus(), image=64,
+                              size=recipe.size)
         emit = on_event or (lambda event: None)
         try:
             if recipe.vision_steps:
@@ -75,7 +94,7 @@ def build(out_dir: str | Path, recipe: BaseRecipe = BaseRecipe(), on_event=None)
         except BaseException:
             shutil.rmtree(out_dir, ignore_errors=True)
             raise
-    atomic_write_json(out_dir / RECIPE_FILE, {"recipe": asdict(recipe), "version": RECIPE_VERSION})
+    atomic_write_json(out_dir / RECIPE_FILE, {"recipe": _recorded(recipe), "version": RECIPE_VERSION})
     return out_dir
 
 

@@ -45,16 +45,15 @@ def pretrain_vision(model_dir: str | os.PathLike, images: list, labels: dict[str
         raise EngineError(f"vision pretraining holds out {holdout} of {n} images; it needs 0 <= holdout < {n}")
     loaded = load_base(ModelConfig(str(model_dir), device="cpu", dtype="float32"))
     model = loaded.model
-    tower = model.model.vision_tower
-    process = loaded.processor.image_processor
-    pixels = torch.cat([process(images[i:i + 1024], return_tensors="pt")["pixel_values"] for i in range(0, n, 1024)])
+    reader = _reader(model, loaded.processor, images)
+    tower = reader.tower
     targets = {name: torch.tensor(values) for name, values in labels.items()}
     torch.manual_seed(seed)
     with torch.no_grad():
-        width = _patch_features(tower, pixels[:1]).shape[-1]
+        width = reader.features(torch.arange(1)).shape[-1]
     heads = _attention_heads(width, {name: classes[name] for name in labels})
-    params = list(tower.parameters()) + list(heads.parameters())
-    for p in tower.parameters():
+    params = reader.params + list(heads.parameters())
+    for p in reader.params:
         p.requires_grad_(True)
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     warmup = max(1, steps // 10)
@@ -68,7 +67,7 @@ def pretrain_vision(model_dir: str | os.PathLike, images: list, labels: dict[str
         on_event({"kind": "vision_step", "step": 0, "total": steps, "loss": None})
     for step in range(steps):
         idx = torch.randint(0, n_train, (min(batch_size, n_train),), generator=gen)
-        logits = heads(_patch_features(tower, pixels[idx]))
+        logits = heads(reader.features(idx))
         loss = sum(loss_fn(out, targets[name][idx]) for name, out in logits.items()
                    if (targets[name][idx] != IGNORE).any())
         opt.zero_grad(set_to_none=True)
@@ -82,7 +81,7 @@ def pretrain_vision(model_dir: str | os.PathLike, images: list, labels: dict[str
     accuracy = {}
     scored = range(n_train, n) if holdout else range(n)
     with torch.no_grad():
-        chunks = [heads(_patch_features(tower, pixels[i:min(i + 256, scored.stop)]))
+        chunks = [heads(reader.features(torch.arange(i, min(i + 256, scored.stop))))
                   for i in range(scored.start, scored.stop, 256)]
         for name in labels:
             truth = targets[name][scored.start:scored.stop]
@@ -93,9 +92,66 @@ def pretrain_vision(model_dir: str | os.PathLike, images: list, labels: dict[str
     return accuracy
 
 
-def _patch_features(tower, pixels):
-    """The last layer's patch tokens (CLS dropped, as LLaVA's 'default' strategy): (batch, patches, width)."""
-    return tower(pixels, output_hidden_states=True).hidden_states[-1][:, 1:]
+class _LlavaReader:
+    """LLaVA: the CLIP tower's last-layer patch tokens (CLS dropped, as its 'default' strategy),
+    which the projector then maps; the tower alone trains."""
+
+    def __init__(self, model, processor, images):
+        import torch
+
+        self.tower = model.model.vision_tower
+        self.params = list(self.tower.parameters())
+        process = processor.image_processor
+        self.pixels = torch.cat([process(images[i:i + 1024], return_tensors="pt")["pixel_values"]
+                                 for i in range(0, len(images), 1024)])
+
+    def features(self, idx):
+        return self.tower(self.pixels[idx], output_hidden_states=True).hidden_states[-1][:, 1:]
+
+
+class _FamilyReader:
+    """Any other family: the image features its language model sees (`get_image_features`, tower and
+    projector, which train together), each image's vectors in order; all images share one size."""
+
+    def __init__(self, model, processor, images):
+        import torch
+
+        from ..engine.data.encoding import concat_image_inputs
+        from ..engine.methods.hide.routing import image_kwargs
+        from ..engine.methods.llava_c.projector import find_projector
+        from ..engine.modeling.models import vision_tower
+
+        self.model, self.n = model, len(images)
+        _, self.tower = vision_tower(model)
+        _, projector = find_projector(model)
+        self.params = list({id(p): p for p in [*self.tower.parameters(), *projector.parameters()]}.values())
+        chunks = [processor.image_processor(images[i:i + 1024], return_tensors="pt") for i in range(0, self.n, 1024)]
+        inputs = {k: concat_image_inputs([c[k] for c in chunks], k) for k in chunks[0]}
+        self.inputs = {k: v for k, v in inputs.items() if isinstance(v, torch.Tensor)}
+        self.names = set(image_kwargs(model.get_image_features, self.inputs)) | {"pixel_values"}
+
+    def _select(self, tensor, idx):
+        if tensor.shape[0] == self.n:
+            return tensor[idx]
+        per = tensor.view(self.n, -1, *tensor.shape[1:])  # e.g. Qwen2-VL: each image's patches in a row
+        return per[idx].flatten(0, 1)
+
+    def features(self, idx):
+        import torch
+
+        chosen = {k: self._select(v, idx) for k, v in self.inputs.items() if k in self.names}
+        out = self.model.get_image_features(**chosen, return_dict=True)
+        feats = getattr(out, "pooler_output", out)
+        pieces = [feats] if isinstance(feats, torch.Tensor) else list(feats)
+        flat = torch.cat([f.reshape(-1, f.shape[-1]) for f in pieces])
+        return flat.reshape(len(idx), -1, flat.shape[-1])
+
+
+def _reader(model, processor, images):
+    from transformers import LlavaForConditionalGeneration
+
+    cls = _LlavaReader if isinstance(model, LlavaForConditionalGeneration) else _FamilyReader
+    return cls(model, processor, images)
 
 
 def _attention_heads(width: int, classes: dict[str, int], heads: int = 4):

@@ -7,6 +7,7 @@ import time
 
 import click
 
+from ..builtin.families import FAMILIES
 from ..builtin.tinybase import BaseRecipe
 from ..core.settings import Settings
 from .context import AppContext, pass_app
@@ -75,6 +76,8 @@ def _pretrain_progress(total: int):
 @click.option("--ceilings", is_flag=True, help="Also train each task alone and print its single-task ceiling.")
 @click.option("--workers", type=click.IntRange(0), default=0, show_default=True,
               help="Worker processes running the methods side by side (0: one per CPU core, at most one per method).")
+@click.option("--base-family", type=click.Choice(FAMILIES), default="llava",
+              show_default=True, help="Architecture of the tiny base, built and pretrained the same way for each.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the figures as JSON: tasks, general, base, runs (label -> the run's report, first seed), "
                    "seeds, intervals (label -> metric -> a, b, diff, low, high, excludes_zero, verdict; against "
@@ -82,7 +85,8 @@ def _pretrain_progress(total: int):
                    "(label -> metric -> mean, std, n) and gains (label -> metric -> per_seed, mean, std, n, better, "
                    "seeds, holds), with --ceilings ceilings and chance, and wall_s.")
 @pass_app
-def demo(app: AppContext, home, methods, n_tasks, seed, seeds_text, resamples, quick, ceilings, workers, as_json) -> None:
+def demo(app: AppContext, home, methods, n_tasks, seed, seeds_text, resamples, quick, ceilings, workers, base_family,
+         as_json) -> None:
     """Run every method on the built-in benchmark and compare them (CPU, nothing downloaded)."""
     from ..builtin.demo import DemoConfig, all_methods, default_methods, run_demo
     from ..catalog.db import Catalog
@@ -94,7 +98,7 @@ def demo(app: AppContext, home, methods, n_tasks, seed, seeds_text, resamples, q
     else:
         chosen = split_methods(methods) if methods else default_methods()
     overrides = {"seed": seed, "ceilings": ceilings, "methods": chosen, "workers": workers,
-                 "train_seeds": parse_seeds(seeds_text)}
+                 "train_seeds": parse_seeds(seeds_text), "base_family": base_family}
     if n_tasks:
         overrides["tasks"] = n_tasks
     if resamples is not None:

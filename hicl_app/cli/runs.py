@@ -13,8 +13,9 @@ from .context import AppContext, pass_app
 from .output import emit_json, fmt_num, info, table
 
 #: run-level option names of `run start`; a method option of the same name gets a `--METHOD-` prefix
-RUN_FLAGS = ("method", "tasks", "base", "name", "rank", "alpha", "dropout", "lr", "epochs", "max_steps", "batch_size",
-             "grad_accum", "warmup_ratio", "seed", "checkpoint_every", "gradient_checkpointing", "eval_batch_size", "max_new_tokens",
+RUN_FLAGS = ("method", "tasks", "base", "name", "rank", "alpha", "dropout", "targets", "lr", "epochs", "max_steps",
+             "batch_size", "grad_accum", "warmup_ratio", "seed", "checkpoint_every", "gradient_checkpointing",
+             "eval_batch_size", "max_new_tokens",
              "eval_all", "device", "dtype", "nproc", "strategy", "launcher_args", "option", "wait", "no_worker", "json")
 #: flag dest -> (option name, the methods that declare it)
 METHOD_FLAGS: dict[str, tuple[str, tuple[str, ...]]] = {}
@@ -95,6 +96,9 @@ def run() -> None:
 @click.option("--alpha", type=float, help="LoRA alpha (default 2 x rank).")
 @click.option("--dropout", type=float, default=default(TrainConfig, "dropout"), show_default=True,
               help="LoRA dropout (0 makes --nproc N follow the --nproc 1 trajectory exactly).")
+@click.option("--targets", help="LoRA target modules inside the language model's decoder layers, comma-separated: "
+                                 "leaf names (q_proj,v_proj) or paths in a layer (self_attn.q_proj) "
+                                 "(default: every linear layer there).")
 @click.option("--lr", type=float, default=default(TrainConfig, "lr"), show_default=True)
 @click.option("--epochs", type=click.IntRange(1), default=default(TrainConfig, "epochs"), show_default=True)
 @click.option("--max-steps", type=int, help="Optimizer steps per stage (overrides --epochs).")
@@ -125,7 +129,7 @@ def run() -> None:
 @click.option("--no-worker", is_flag=True, help="Do not start a background worker (run `hicl worker` yourself).")
 @click.option("--json", "as_json", is_flag=True)
 @pass_app
-def run_start(app: AppContext, method, task_list, base, name, rank, alpha, dropout, lr, epochs, max_steps, batch_size,
+def run_start(app: AppContext, method, task_list, base, name, rank, alpha, dropout, targets, lr, epochs, max_steps, batch_size,
               grad_accum, warmup_ratio, seed, checkpoint_every, gradient_checkpointing, eval_batch_size, max_new_tokens, eval_all,
               device, dtype, nproc, strategy, launcher_args, options, wait, no_worker, as_json, **method_opts) -> None:
     """Record a run and queue one job per stage; prints the run id.
@@ -137,6 +141,7 @@ def run_start(app: AppContext, method, task_list, base, name, rank, alpha, dropo
 
     config = run_config(
         train={"rank": rank, "alpha": alpha, "dropout": dropout, "lr": lr, "epochs": epochs, "max_steps": max_steps,
+               "targets": [t.strip() for t in (targets or "").split(",") if t.strip()] or None,
                "batch_size": batch_size, "grad_accum": grad_accum, "warmup_ratio": warmup_ratio, "seed": seed,
                "checkpoint_every": checkpoint_every, "gradient_checkpointing": gradient_checkpointing},
         eval={"batch_size": eval_batch_size, "max_new_tokens": max_new_tokens},

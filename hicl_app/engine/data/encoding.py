@@ -199,9 +199,53 @@ def collate(items: list[Encoded], pad_id: int, padding_side: str) -> dict[str, t
             aligned[key][i, span] = torch.tensor(values)
     batch = {"input_ids": ids, "attention_mask": mask, "labels": labels, **aligned}
     for key in items[0].image_inputs:
-        try:
-            batch[key] = torch.cat([it.image_inputs[key] for it in items])
-        except RuntimeError as exc:
-            raise EngineError(f"cannot batch {key!r} of differently sized images: {exc}",
-                              hint="use batch size 1 for this model family") from None
+        batch[key] = concat_image_inputs([it.image_inputs[key] for it in items], key)
     return batch
+
+
+def concat_image_inputs(tensors: list[torch.Tensor], key: str) -> torch.Tensor:
+    """One processor output of several samples as the processor gives it for them together.
+
+    Every family puts its images one after another along dim 0: LLaVA's (1, C, H, W) images,
+    Qwen2-VL's flattened patches of any count (with `image_grid_thw` saying which are whose).
+    Where the rest differs, as LLaVA-OneVision's tiles (image_sizes tells the model how many
+    are real) or Idefics3's tiles and `pixel_attention_mask` (all-zero tiles are dropped),
+    the processors zero-pad every dimension to the largest, and so does this.
+    """
+    shapes = {tuple(t.shape[1:]) for t in tensors}
+    if len(shapes) > 1:
+        if len({t.dim() for t in tensors}) > 1:
+            raise EngineError(f"cannot batch {key!r}: its samples have different numbers of dimensions",
+                              hint="use batch size 1 for this model family")
+        widest = [max(t.shape[d] for t in tensors) for d in range(1, tensors[0].dim())]
+        padded = []
+        for t in tensors:
+            out = t.new_zeros((t.shape[0], *widest))
+            out[(slice(None), *(slice(0, n) for n in t.shape[1:]))] = t
+            padded.append(out)
+        tensors = padded
+    return torch.cat(tensors)
+
+
+def select_samples(inputs: dict[str, Any], rows: torch.Tensor, batch: int) -> dict[str, Any]:
+    """The model inputs of samples `rows` out of a batch of `batch` made by `collate`.
+
+    Per-sample tensors (first dimension `batch`) are indexed; flattened image patches
+    (Qwen2-VL's `pixel_values`, dim 0 the sum of each image's grid t*h*w in `image_grid_thw`)
+    are cut at the images' boundaries. Anything else passes unchanged.
+    """
+    out = dict(inputs)
+    grid = inputs.get("image_grid_thw")
+    for key, value in inputs.items():
+        if not isinstance(value, torch.Tensor) or not value.dim():
+            continue
+        if key == "pixel_values" and isinstance(grid, torch.Tensor) and value.shape[0] != batch:
+            sizes = grid.prod(-1).tolist()
+            if sum(sizes) != value.shape[0] or len(sizes) != batch:
+                raise EngineError(f"cannot split pixel_values {tuple(value.shape)} by image_grid_thw {sizes} "
+                                  f"into {batch} samples")
+            pieces = value.split(sizes)
+            out[key] = torch.cat([pieces[i] for i in rows.tolist()])
+        elif value.shape[0] == batch:
+            out[key] = value.index_select(0, rows.to(value.device))
+    return out

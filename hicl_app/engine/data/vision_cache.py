@@ -7,17 +7,22 @@ a version that looks each image up by the bytes of its pixel values, runs the to
 images it has not seen, and applies the projector to the stored features. The features are
 stored *before* the projector, which some methods train, so gradients still reach it.
 
-The cache only engages where it cannot change a result: the model exposes a LLaVA-style
-`vision_tower` + `multi_modal_projector`, the tower has no trainable parameter, no LoRA layer and
-no dropout, and the call is the plain one (`image_sizes` None, no extra outputs asked for).
-Anything else goes to the original method. The store is dropped whenever the tower's parameters
-change (an in-place update, a move to another device, new modules), and is bounded in bytes.
+The cache only engages where it cannot change a result: the model's image features are
+LLaVA's own `get_image_features` (each image's tower output, selected, then projected: a
+function of that image alone), the tower has no trainable parameter, no LoRA layer and no
+dropout, and the call is the plain one (`image_sizes` None, no extra outputs asked for).
+Anything else goes to the original method: families whose features depend on more than the
+pixels of one fixed-size image (LLaVA-OneVision's tiles with `image_sizes`, Qwen2-VL's variable
+patches with `image_grid_thw`, Idefics3's tiles with `pixel_attention_mask`) never use it.
+The store is dropped whenever the tower's parameters change (an in-place update, a move to
+another device, new modules), and is bounded in bytes.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -33,10 +38,11 @@ _PLAIN_KWARGS = frozenset({"return_dict", "use_cache"})
 
 
 def _owner(model: nn.Module) -> nn.Module | None:
-    """The module whose `get_image_features` computes tower + projector (LlavaModel for LLaVA)."""
+    """The module whose `get_image_features` is LLaVA's tower + projector (LlavaModel), if any."""
+    from transformers import LlavaModel
+
     for module in model.modules():
-        if hasattr(module, "vision_tower") and hasattr(module, "multi_modal_projector") \
-                and callable(getattr(module, "get_image_features", None)):
+        if isinstance(module, LlavaModel) and type(module).get_image_features is LlavaModel.get_image_features:
             return module
     return None
 
@@ -93,15 +99,22 @@ def _image_keys(pixel_values: torch.Tensor, extra: tuple) -> list[tuple]:
 
 
 def _cached_get_image_features(owner: nn.Module, original: Any, store: FeatureStore):
+    signature = inspect.signature(original)
+
     @functools.wraps(original)
-    def get_image_features(pixel_values: torch.Tensor, vision_feature_layer=None,
-                           vision_feature_select_strategy=None, image_sizes=None, **kwargs):
-        plain = image_sizes is None and set(kwargs) <= _PLAIN_KWARGS and kwargs.get("return_dict", True)
+    def get_image_features(*args, **kwargs):
+        try:
+            bound = signature.bind(*args, **kwargs).arguments
+        except TypeError:
+            return original(*args, **kwargs)
+        extra = dict(bound.pop("kwargs", {}))
+        pixel_values = bound.get("pixel_values")
+        vision_feature_layer = bound.get("vision_feature_layer")
+        vision_feature_select_strategy = bound.get("vision_feature_select_strategy")
+        plain = (bound.get("image_sizes") is None and set(extra) <= _PLAIN_KWARGS and extra.get("return_dict", True))
         tower = owner.vision_tower
         if not plain or not isinstance(pixel_values, torch.Tensor) or not _frozen(tower):
-            return original(pixel_values, vision_feature_layer=vision_feature_layer,
-                            vision_feature_select_strategy=vision_feature_select_strategy,
-                            image_sizes=image_sizes, **kwargs)
+            return original(*args, **kwargs)
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 
         store.check(tower)

@@ -65,6 +65,38 @@ def resolve_device_dtype(device: str | None = None, dtype: str | None = None) ->
     return dev, torch.float32
 
 
+def check_family(base: str) -> None:
+    """EngineError, before any weight is read, when `base` is a family hicl cannot tune.
+
+    hicl needs an image-text-to-text head (what `AutoModelForImageTextToText` maps); a config
+    it cannot even read is left to the load itself, which says why.
+    """
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+    try:
+        config = AutoConfig.from_pretrained(base)
+    except Exception:
+        return
+    model_type = getattr(config, "model_type", None)
+    if model_type not in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
+        raise EngineError(f"{base} is a {model_type!r} model, which has no image-text-to-text head in transformers "
+                          "(AutoModelForImageTextToText)",
+                          hint="use an image-text-to-text model, e.g. LLaVA-1.5, LLaVA-OneVision, Qwen2-VL or Idefics3")
+
+
+def check_chat_template(processor: Any, where: str) -> None:
+    """EngineError when the processor has no chat template to render prompts with.
+
+    LLaVA-1.5's processor may come without one: its well-known format is used then.
+    """
+    template = getattr(processor, "chat_template", None) or getattr(getattr(processor, "tokenizer", None),
+                                                                     "chat_template", None)
+    if template is None and type(processor).__name__ != "LlavaProcessor":
+        raise EngineError(f"the processor of {where} ({type(processor).__name__}) has no chat template",
+                          hint="use the instruction-tuned checkpoint, or add chat_template.jinja to the folder")
+
+
 def load_base(cfg: ModelConfig) -> LoadedModel:
     """Load model + processor from a local folder or hub id; EngineError says why it failed.
 
@@ -73,22 +105,31 @@ def load_base(cfg: ModelConfig) -> LoadedModel:
     where asking for "sdpa" outright would fail.
     """
     quiet_transformers()
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoModelForImageTextToText
+
+    from .processors import load_processor
 
     device, dtype = resolve_device_dtype(cfg.device, cfg.dtype)
     local = os.path.isdir(cfg.base)
     where = f"folder {cfg.base}" if local else f"hub id {cfg.base!r}"
     hint = ("the folder must hold config.json, the weights and the processor files (save_pretrained output)"
             if local else "pass a local folder, or check the id and the network (HF_HUB_OFFLINE=1 allows only the cache)")
+    check_family(cfg.base)
     try:
-        processor = AutoProcessor.from_pretrained(cfg.base)
-        model = AutoModelForImageTextToText.from_pretrained(cfg.base, dtype=dtype)
+        processor = load_processor(cfg.base)
     except Exception as exc:  # transformers raises OSError, ValueError, KeyError... for bad folders
-        raise EngineError(f"could not load the base model from {where}: {type(exc).__name__}: {exc}",
+        raise EngineError(f"could not load the base model from {where} (its processor): {type(exc).__name__}: {exc}",
                           hint=hint) from exc
     tok = getattr(processor, "tokenizer", None)
-    if tok is None:
-        raise EngineError(f"the processor of {where} has no tokenizer", hint=hint)
+    if tok is None or not hasattr(processor, "image_processor"):
+        raise EngineError(f"the processor of {where} ({type(processor).__name__}) has no "
+                          f"{'tokenizer' if tok is None else 'image processor'}", hint=hint)
+    check_chat_template(processor, where)
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(cfg.base, dtype=dtype)
+    except Exception as exc:
+        raise EngineError(f"could not load the base model from {where}: {type(exc).__name__}: {exc}",
+                          hint=hint) from exc
     if tok.pad_token_id is None:  # generation and batching need a pad id; eos is the usual stand-in
         tok.pad_token = tok.eos_token
     model.to(device)
@@ -107,6 +148,19 @@ def find_language_model(model: nn.Module) -> tuple[str, nn.Module]:
                   key=len)
     if not hits:
         raise EngineError(f"cannot find the language model inside {type(model).__name__}")
+    return hits[0], model.get_submodule(hits[0])
+
+
+#: what the families call their vision encoder (LLaVA family, Idefics3 / SmolVLM, Qwen2-VL family)
+VISION_TOWER_NAMES = ("vision_tower", "vision_model", "visual")
+
+
+def vision_tower(model: nn.Module) -> tuple[str, nn.Module]:
+    """(qualified name, module) of the vision encoder inside a multimodal model."""
+    hits = sorted((n for n, _ in model.named_modules() if n.split(".")[-1] in VISION_TOWER_NAMES), key=len)
+    if not hits:
+        raise EngineError(f"cannot find the vision tower inside {type(model).__name__}",
+                          hint=f"hicl looks for a module named {', '.join(VISION_TOWER_NAMES)}")
     return hits[0], model.get_submodule(hits[0])
 
 

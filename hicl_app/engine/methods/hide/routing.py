@@ -30,10 +30,36 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...data.encoding import select_samples
 from ...errors import EngineError
 from .experts import RoutingState
 
-IMAGE_KWARGS = ("vision_feature_layer", "vision_feature_select_strategy", "image_sizes")
+#: batch entries that are never image inputs (the rest are handed to get_image_features if it names them)
+NOT_IMAGE_KWARGS = frozenset({"input_ids", "attention_mask", "labels", "pixel_values", "token_type_ids",
+                              "mm_token_type_ids", "position_ids", "cache", "past_key_values", "use_cache",
+                              "return_dict", "inputs_embeds"})
+
+
+def image_kwargs(getter: Any, kwargs: dict) -> dict:
+    """The entries of `kwargs` that `getter` (a get_image_features) takes by name, besides the pixels:
+    vision_feature_layer / image_sizes for LLaVA-style models, image_grid_thw for Qwen2-VL,
+    pixel_attention_mask for Idefics3, image_sizes / batch_num_images for LLaVA-OneVision."""
+    try:
+        params = inspect.signature(getter).parameters
+    except (TypeError, ValueError):
+        return {}
+    named = {n for n, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return {k: v for k, v in kwargs.items() if k in named and k not in NOT_IMAGE_KWARGS and v is not None}
+
+
+def image_token_id(model: nn.Module) -> int | None:
+    """The id of the token the image features replace in the model's input (None if it has none)."""
+    config = getattr(model, "config", None)
+    for name in ("image_token_id", "image_token_index"):
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            return value
+    return None
 
 
 def template_token_ids(processor: Any) -> list[int]:
@@ -55,14 +81,29 @@ def _instruction_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor | No
     return mask & ~torch.isin(input_ids, excluded.to(input_ids.device))
 
 
-def pooled_image_features(model: nn.Module, image_outputs: Any, batch: int) -> torch.Tensor:
+def pooled_image_features(image_outputs: Any, input_ids: torch.Tensor, image_token: int | None) -> torch.Tensor:
+    """Each sample's image features (what its image tokens become) mean-pooled: [batch, dim].
+
+    The features of a batch come in the order of the image tokens they replace, whatever the
+    family cuts them into (one tensor per image, per tile, or all in one), so each sample's
+    share is the next `n` feature vectors, `n` its number of image tokens.
+    """
     feats = getattr(image_outputs, "pooler_output", image_outputs)
-    if isinstance(feats, torch.Tensor) and feats.dim() == 3:
-        feats = list(feats)
-    if not isinstance(feats, (list, tuple)) or len(feats) != batch:
-        n = len(feats) if isinstance(feats, (list, tuple)) else "?"
-        raise EngineError(f"hide routing expects one image per sample, got {n} image(s) for {batch} sample(s)")
-    return torch.stack([f.float().reshape(-1, f.shape[-1]).mean(0) for f in feats])
+    pieces = [feats] if isinstance(feats, torch.Tensor) else list(feats)
+    batch = input_ids.shape[0]
+    if image_token is None:  # no token to count: one entry per sample
+        if len(pieces) == 1 and pieces[0].dim() == 3:
+            pieces = list(pieces[0])
+        if len(pieces) != batch:
+            raise EngineError(f"hide routing expects one image per sample, got {len(pieces)} image(s) "
+                              f"for {batch} sample(s)")
+        return torch.stack([f.float().reshape(-1, f.shape[-1]).mean(0) for f in pieces])
+    flat = torch.cat([f.reshape(-1, f.shape[-1]) for f in pieces])
+    counts = (input_ids == image_token).sum(1).tolist()
+    if sum(counts) != flat.shape[0] or not all(counts):
+        raise EngineError(f"hide routing expects one image per sample: {flat.shape[0]} image feature(s) for "
+                          f"image tokens {counts}")
+    return torch.stack([f.float().mean(0) for f in flat.split(counts)])
 
 
 class ModelEncoder:
@@ -78,8 +119,7 @@ class ModelEncoder:
         if not callable(getter):
             raise EngineError(f"{type(model).__name__} has no get_image_features for the default hide router",
                               hint="pass --router-encoder with a CLIP-style dual encoder folder")
-        extra = {k: kwargs[k] for k in IMAGE_KWARGS if kwargs.get(k) is not None}
-        return getter(pixel_values=pixel_values, return_dict=True, **extra)
+        return getter(pixel_values=pixel_values, return_dict=True, **image_kwargs(getter, kwargs))
 
     @torch.no_grad()
     def features(self, model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
@@ -89,7 +129,7 @@ class ModelEncoder:
         if pixel_values is not None or image_outputs is not None:
             if image_outputs is None:
                 image_outputs = self.image_outputs(model, pixel_values, kwargs or {})
-            f_img = pooled_image_features(model, image_outputs, input_ids.shape[0])
+            f_img = pooled_image_features(image_outputs, input_ids, image_token_id(model))
         emb = model.get_input_embeddings()(input_ids).float()
         mask = _instruction_mask(input_ids, attention_mask, self.excluded).unsqueeze(-1).float()
         f_txt = (emb * mask).sum(1) / mask.sum(1).clamp_min(1.0)
@@ -124,6 +164,10 @@ class ClipEncoder:
     def _images(self, pixel_values: torch.Tensor) -> list:
         from PIL import Image
 
+        if pixel_values.dim() != 4:
+            raise EngineError(f"the CLIP router encoder needs one (channels, height, width) image per sample; this "
+                              f"model's pixel values are {tuple(pixel_values.shape)} (tiles or flattened patches)",
+                              hint="leave --router-encoder unset to route on the model's own vision features")
         x = pixel_values.detach().float().cpu()
         if self.normalised:
             x = x * self.std + self.mean
@@ -274,8 +318,7 @@ def _generate_by_expert(model: nn.Module, original, state: RoutingState, kwargs:
         pad = getattr(getattr(model, "generation_config", None), "pad_token_id", None) or 0
     pieces = []
     for _, rows in groups:
-        sub = {k: (v.index_select(0, rows.to(v.device)) if isinstance(v, torch.Tensor) and v.dim() and v.shape[0] == batch
-                   else v) for k, v in kwargs.items()}
+        sub = select_samples(kwargs, rows, batch)
         state.set(weights.index_select(0, rows))  # one expert: merged into the weights
         pieces.append((rows, original(**sub)))
     width = max(out.shape[1] for _, out in pieces)
@@ -300,9 +343,10 @@ def mean_features(encoder: Any, model: nn.Module, processor: Any, records: list[
     for start in range(0, len(records), batch_size):
         batch = collate([enc.encode(r, with_answer=False) for r in records[start:start + batch_size]], pad_id, "left")
         pv = batch.get("pixel_values")
+        extra = {k: v.to(device, dtype) if v.is_floating_point() else v.to(device)
+                 for k, v in batch.items() if k not in NOT_IMAGE_KWARGS}
         f_img, f_txt = encoder.features(model, batch["input_ids"].to(device), batch["attention_mask"].to(device),
-                                        pv.to(device, dtype) if pv is not None else None,
-                                        kwargs={k: batch[k].to(device) for k in IMAGE_KWARGS if k in batch})
+                                        pv.to(device, dtype) if pv is not None else None, kwargs=extra)
         sum_txt = f_txt.sum(0) if sum_txt is None else sum_txt + f_txt.sum(0)
         if f_img is not None:
             sum_img = f_img.sum(0) if sum_img is None else sum_img + f_img.sum(0)

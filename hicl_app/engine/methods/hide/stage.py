@@ -31,10 +31,10 @@ from .state import HideState, has_state, load_state, save_state
 
 def load_processor(base: str) -> Any:
     """The base model's processor, with the pad-token fallback `models.load_base` applies."""
-    from transformers import AutoProcessor
+    from ...modeling.processors import load_processor as load
 
     try:
-        processor = AutoProcessor.from_pretrained(base)
+        processor = load(base)
     except Exception as exc:
         raise EngineError(f"cannot load the processor of {base}: {type(exc).__name__}: {exc}") from exc
     if processor.tokenizer.pad_token_id is None:

@@ -230,10 +230,10 @@ def _previous(spec: StageSpec) -> Path:
 
 def _processor(spec: StageSpec) -> Any:
     """The base model's processor (the inquiries and captions are encoded with it)."""
-    from transformers import AutoProcessor
+    from ...modeling.processors import load_processor
 
     try:
-        processor = AutoProcessor.from_pretrained(spec.model.base)
+        processor = load_processor(spec.model.base)
     except Exception as exc:
         raise EngineError(f"cannot load the processor of {spec.model.base}: {type(exc).__name__}: {exc}") from exc
     tok = processor.tokenizer

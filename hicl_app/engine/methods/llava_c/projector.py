@@ -1,10 +1,17 @@
 """The vision-language projector: find it, tune it alone on caption data, save and restore it.
 
 LLaVA-c's continual pretraining stage (our reading): before the fine-tuning sequence the
-projector (`multi_modal_projector` in LLaVA-hf) is tuned on image-caption pairs with the
+projector is tuned on image-caption pairs with the
 language model and vision tower frozen; the tuned projector then serves every later stage and
 evaluation. Tuning goes through the shared training loop, so it checkpoints and resumes like
 any stage.
+
+The projector is the module that carries the vision tower's features into the language model's
+width, under the name its family gives it: `multi_modal_projector` (LLaVA-1.5, -NeXT,
+-OneVision, Gemma 3, PaliGemma), `connector` (Idefics3, SmolVLM: pixel shuffle + linear),
+`merger` (Qwen2-VL, Qwen2.5-VL: the MLP that merges 2x2 patches at the end of the tower).
+A family without one of these (e.g. one that feeds patches to the language model directly)
+cannot do this stage and says so.
 """
 
 from __future__ import annotations
@@ -25,16 +32,19 @@ from ...train.loop import TrainResult, train
 from . import PROJECTOR_FILE
 
 FILE = PROJECTOR_FILE
+#: what the families call the module between the vision tower and the language model
+PROJECTOR_NAMES = ("multi_modal_projector", "mm_projector", "connector", "merger")
 
 
 def find_projector(model: nn.Module) -> tuple[str, nn.Module]:
     """(qualified name relative to the base model, module) of the multimodal projector."""
     base = model.get_base_model() if callable(getattr(model, "get_base_model", None)) else model
-    hits = sorted((n for n, _ in base.named_modules() if n.split(".")[-1] in ("multi_modal_projector", "mm_projector")),
-                  key=len)
+    hits = sorted((n for n, m in base.named_modules() if n.split(".")[-1] in PROJECTOR_NAMES
+                   and any(True for _ in m.parameters())), key=len)
     if not hits:
-        raise EngineError(f"cannot find a multimodal projector in {type(base).__name__}",
-                          hint="continual pretraining (pretrain_task) needs a LLaVA-style model with multi_modal_projector")
+        raise EngineError(f"{type(base).__name__} has no separate vision-language projector "
+                          f"(no {', '.join(PROJECTOR_NAMES)} module)",
+                          hint="run llava-c without --pretrain-task on this model family")
     return hits[0], base.get_submodule(hits[0])
 
 
@@ -86,4 +96,4 @@ def tune_projector(model: nn.Module, processor: Any, records: list[dict], cfg: T
             p.requires_grad_(False)
 
 
-__all__ = ["FILE", "find_projector", "projector_state", "save_projector", "load_projector", "tune_projector"]
+__all__ = ["FILE", "PROJECTOR_NAMES", "find_projector", "projector_state", "save_projector", "load_projector", "tune_projector"]
