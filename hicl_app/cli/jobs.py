@@ -37,6 +37,8 @@ def _what(j: dict) -> str:
         return f"run {j['run_id']} · stage {j['stage_index']}"
     if j["kind"] == "push":
         return f"run {j['run_id']} · push {j['stage_index']} → {j['repo_id']}"
+    if j["kind"] == "eval":
+        return f"run {j['run_id']} · eval"
     return j["kind"]
 
 

@@ -26,9 +26,11 @@ def pull(app: AppContext, repo_id: str, revision: str | None, endpoint: str | No
     then `hicl run eval RUN --tasks ...` scores the pulled stages on them and
     `hicl run extend RUN --tasks NEW` continues the run.
     """
+    from ..engine.methods import method_names
     from ..hub.pull import pull_run
 
-    result = pull_run(app.catalog, repo_id, revision=revision, endpoint=endpoint, base=base, name=name)
+    result = pull_run(app.catalog, repo_id, revision=revision, endpoint=endpoint, base=base, name=name,
+                      methods=method_names())
     if as_json:
         emit_json(result.as_dict())
         return

@@ -187,8 +187,10 @@ def run_start(app: AppContext, method, task_list, order, base, name, rank, alpha
 
 def wait_for_run(app: AppContext, run_id: int) -> str:
     """Run the run's jobs in this process, with a one-line progress display on a terminal."""
+    from sqlmodel import select
+
     from ..catalog import queue
-    from ..catalog.models import Run
+    from ..catalog.models import Job, Run
     from ..worker.loop import Worker
 
     tty = sys.stderr.isatty()
@@ -207,6 +209,11 @@ def wait_for_run(app: AppContext, run_id: int) -> str:
         r = s.get(Run, run_id)
         if r.status != "completed" and r.error:
             info(f"run {run_id} {r.status}: {r.error}")
+        waiting = [j for j in s.exec(select(Job).where(Job.run_id == run_id, Job.kind == "push",
+                                                       Job.status.in_(queue.ACTIVE)))]
+        if waiting:
+            info(f"the push of stage(s) {', '.join(str(j.payload.get('stage_index')) for j in waiting)} waits for the hub "
+                 f"({(waiting[0].error or '').splitlines()[0][:120]}); `hicl worker` (or the next run) finishes it")
         return r.status
 
 
@@ -263,6 +270,40 @@ def run_extend(app: AppContext, run_ref: str, task_list: str, wait: bool, no_wor
         from .jobs import ensure_worker
 
         ensure_worker(app, no_worker)
+
+
+@run.command("eval")
+@click.argument("run_ref", metavar="RUN")
+@click.option("--tasks", "task_list", required=True, help="Comma-separated tasks of the run to score (this workspace's copies).")
+@click.option("--stage", type=int, help="Score only this stage (default: every finished stage).")
+@click.option("--wait", is_flag=True, help="Run the evaluation here, in the foreground.")
+@click.option("--no-worker", is_flag=True, help="Do not start a background worker.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_app
+def run_eval(app: AppContext, run_ref: str, task_list: str, stage: int | None, wait: bool, no_worker: bool,
+             as_json: bool) -> None:
+    """Score a run's finished stages on tasks of this workspace (e.g. a pulled run on your own copy
+    of its tasks); the scores replace those matrix cells."""
+    from ..catalog import queue
+    from ..services.evaluate import queue_eval
+
+    tasks = [t.strip() for t in task_list.split(",") if t.strip()]
+    run_id, job_id, stages = queue_eval(app.catalog, run_ref, tasks, stage)
+    if not as_json:
+        info(f"run {run_id}: evaluation of stage(s) {', '.join(map(str, stages))} on {', '.join(tasks)} queued "
+             f"(job {job_id})")
+    if wait:
+        wait_for_run(app, run_id)
+        status = queue.get_job(app.catalog, job_id).status
+    else:
+        from .jobs import ensure_worker
+
+        ensure_worker(app, no_worker)
+        status = "queued"
+    if as_json:
+        emit_json({"run_id": run_id, "job_id": job_id, "stages": stages, "status": status})
+    if wait and status != "done":
+        sys.exit(1)
 
 
 @run.command("methods")

@@ -225,7 +225,7 @@ def parse_task_file(path: str | os.PathLike, images_dir: str | os.PathLike | Non
             continue
         if "conversations" in obj:
             fmt, parsed = "llava", _parse_llava(obj, where, problems)
-        elif "question" in obj or "answer" in obj or "text" in obj:
+        elif "question" in obj or "answer" in obj:
             fmt, parsed = "vqa", _parse_vqa(obj, where, problems)
         else:
             problems.add(where, "record has neither 'conversations' (LLaVA format) nor 'question'/'answer' (VQA format)")

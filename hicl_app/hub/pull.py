@@ -50,9 +50,10 @@ class PullResult:
 
 
 def pull_run(catalog: Catalog, repo_id: str, *, revision: str | None = None, endpoint: str | None = None,
-             base: str | None = None, name: str | None = None) -> PullResult:
+             base: str | None = None, name: str | None = None, methods: list[str] | None = None) -> PullResult:
     """Download `repo_id` at `revision` (a tag such as stage-1, a branch, a commit; default main)
-    and record it as a completed run of this workspace."""
+    and record it as a completed run of this workspace. `methods`: the method names this hicl
+    has (the engine's registry, which this layer does not import); a run of another is refused."""
     check_repo_id(repo_id)
     endpoint = resolve_endpoint(endpoint)
     snapshot, commit = _download(catalog, repo_id, revision or "main", endpoint)
@@ -60,7 +61,9 @@ def pull_run(catalog: Catalog, repo_id: str, *, revision: str | None = None, end
     _verify(snapshot, manifest)
     run_info = manifest["run"]
     base_model = _base(run_info, base)
-    _known_method(run_info["method"])
+    if methods is not None and run_info["method"] not in methods:
+        raise InvalidInput(f"the run's method {run_info['method']!r} is not one this hicl knows",
+                           hint=f"this hicl has {', '.join(methods)}; upgrade hicl")
     stages = manifest["stages"]
     trained: list[str] = []
     for st in stages:
@@ -204,14 +207,6 @@ def _base(run_info: dict, base: str | None) -> str:
         raise InvalidInput(f"the run was trained on a local base model ({run_info['base_model']!r}), which is not "
                            "in the repo", hint="pass --base PATH to your copy of that model")
     return run_info["base_model"]
-
-
-def _known_method(method: str) -> None:
-    from ..engine.methods import method_names
-
-    if method not in method_names():
-        raise InvalidInput(f"the run's method {method!r} is not one this hicl knows",
-                           hint=f"this hicl has {', '.join(method_names())}; upgrade hicl")
 
 
 def _presence(task: Task | None, meta: dict) -> str:
