@@ -32,7 +32,7 @@ def hub(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-login" / "token"))
     monkeypatch.setenv("HF_TOKEN", TOKEN)
-    monkeypatch.setenv("HICL_PUSH_BACKOFF", "0.2,0.5")
+    monkeypatch.setenv("HICL_PUSH_BACKOFF", "1,2")
     with FakeHub({TOKEN: ("alice", "write")}) as server:
         monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
         yield server
@@ -168,3 +168,6 @@ def test_live_push_with_the_hub_down_then_pull_and_extend(cli, home, tmp_path, t
     assert [row[:3] for row in after["matrix"][:3]] == shown["matrix"]
     last = dict(zip(after["task_order"], after["matrix"][3]))
     assert last["shape"] is not None and last["color"] is not None and last["bg"] is None  # bg is not here
+    for path in other.rglob("*"):
+        if path.is_file():
+            assert TOKEN.encode() not in path.read_bytes(), path
