@@ -171,3 +171,16 @@ def test_live_push_with_the_hub_down_then_pull_and_extend(cli, home, tmp_path, t
     for path in other.rglob("*"):
         if path.is_file():
             assert TOKEN.encode() not in path.read_bytes(), path
+
+
+def test_push_to_is_checked_before_anything_is_recorded(cli, home, tmp_path, monkeypatch):
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "config.json").write_text("{}")
+    args = ["run", "start", "--method", "seq-lora", "--tasks", "ghost", "--base", base, "--no-worker"]
+    monkeypatch.setenv("HF_ENDPOINT", "https://bob:hunter2@hub.example")
+    res = cli(*args, "--push-to", REPO)
+    assert res.exit_code == 3 and "credentials" in res.stderr and "hunter2" not in res.stderr
+    assert cli(*args, "--push-to", "no-namespace").exit_code == 3
+    assert cli(*args, "--private").exit_code == 3
+    assert json.loads(cli("runs", "--json").stdout) == []
