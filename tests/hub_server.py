@@ -8,7 +8,8 @@ file resolve (HEAD/GET). Repos, commits and blobs live in memory.
 Auth: tokens map to users; a missing or unknown token is a 401, writing to a repo (or creating
 one in a namespace) that is not the user's is a 403, a private repo is invisible (404) to others.
 `fail_commit` makes the next commit fail ("500", or "drop": close the connection unanswered)
-to test that a push breaking off publishes nothing.
+to test that a push breaking off publishes nothing. `down` ("503" or "drop") makes every request
+fail that way until it is cleared: a hub that is down for a while.
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ class FakeHub:
         self.blobs: dict[str, bytes] = {}  # sha256 -> content
         self.requests: list[tuple[str, str]] = []
         self.fail_commit: str | None = None
+        self.down: str | None = None
         self.lock = threading.RLock()
         self._server: ThreadingHTTPServer | None = None
 
@@ -209,6 +211,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.state.requests.append((method, url.path))
         self.raw = self._body() if method in ("POST", "PUT", "DELETE") else b""
         try:
+            if self.state.down == "drop":
+                raise _Drop()
+            if self.state.down:
+                raise HttpError(503, "Service Unavailable")
             with self.state.lock:
                 self._route(method, raw_parts)
         except HttpError as exc:

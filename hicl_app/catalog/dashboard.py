@@ -85,7 +85,7 @@ def watched_jobs(session: Session, finished: int = 20, active: int = 100) -> lis
 
 def jobs_of_run(session: Session, run_id: int) -> list[dict]:
     """A run's jobs with their raw progress, by stage."""
-    return [{"id": j.id, "stage_index": j.payload.get("stage_index"), "status": j.status,
+    return [{"id": j.id, "kind": j.kind, "stage_index": j.payload.get("stage_index"), "status": j.status,
              "cancel_requested": j.cancel_requested, "progress": dict(j.progress or {}), "error": j.error}
             for j in session.exec(select(Job).where(Job.run_id == run_id).order_by(Job.id))]
 

@@ -31,7 +31,7 @@ from .paths import bind_workspace
 
 # The newest Alembic revision in migrations/versions. Checked against Alembic's own head by a
 # test, and used so that a catalog already at head is opened without importing Alembic.
-HEAD_REVISION = "0005_relative_base_model"
+HEAD_REVISION = "0006_job_not_before"
 BUSY_TIMEOUT_MS = 30_000
 DATA_DIRS = ("tasks", "adapters", "checkpoints")  # a workspace holding any of these has had a catalog
 

@@ -135,6 +135,7 @@ class Job(SQLModel, table=True):
     max_attempts: int = 3
     lease_owner: Optional[str] = None
     lease_expires_at: Optional[datetime] = None
+    not_before: Optional[datetime] = None  # a job retried with back-off is not claimed before this
     heartbeat_at: Optional[datetime] = None
     cancel_requested: bool = False
     payload: dict = _json()

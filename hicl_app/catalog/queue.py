@@ -30,11 +30,18 @@ ACTIVE = ("queued", "running")
 
 T = TypeVar("T")
 
+# Push jobs go first (a stage is published as soon as it is scored, before the next one trains)
+# and wait on the push before them only while it may still succeed: a push that gave up does not
+# hold back the later stages' pushes. A job retried with back-off waits until its not_before.
 _CANDIDATE = """
     SELECT j.id FROM jobs j LEFT JOIN jobs d ON j.depends_on = d.id
-    WHERE j.status = 'queued' AND (j.depends_on IS NULL OR d.status = 'done')
-    ORDER BY j.id LIMIT 1
+    WHERE j.status = 'queued' AND (j.not_before IS NULL OR j.not_before <= :now)
+      AND (j.depends_on IS NULL OR d.status = 'done'
+           OR (j.kind = 'push' AND d.status IN ('failed', 'cancelled')))
+    ORDER BY CASE WHEN j.kind = 'push' THEN 0 ELSE 1 END, j.id LIMIT 1
 """
+#: kinds whose failure stops their run (a push job belongs to a run but never stops it)
+RUN_KINDS = ("stage",)
 
 
 class LeaseLost(HiclError):
@@ -158,7 +165,7 @@ def claim(catalog: Catalog, owner: str, lease_seconds: int = LEASE_SECONDS,
 def _bind(conn, value):
     """Raw SQL bypasses SQLModel's UTC type: store the same text/naive form it would."""
     if conn.dialect.name == "sqlite":
-        return value.replace(tzinfo=None).isoformat(sep=" ")
+        return value.replace(tzinfo=None).strftime("%Y-%m-%d %H:%M:%S.%f")
     return value
 
 
@@ -261,13 +268,14 @@ def finish(catalog: Catalog, job_id: int, status: str, *, error: str | None = No
 def _stop_run(conn, job_id: int, status: str, error: str | None) -> None:
     """The stage of a failed/cancelled job takes its status; later queued jobs of its run are
     cancelled and the run takes the job's status."""
-    job = conn.execute(select(Job.run_id, Job.stage_id).where(Job.id == job_id)).first()
-    if job is None or job.run_id is None:
+    job = conn.execute(select(Job.run_id, Job.stage_id, Job.kind).where(Job.id == job_id)).first()
+    if job is None or job.run_id is None or job.kind not in RUN_KINDS:
         return
     now = utcnow()
     if job.stage_id is not None:
         conn.execute(update(Stage).where(Stage.id == job.stage_id).values(status=status, error=error))
-    conn.execute(update(Job).where(Job.run_id == job.run_id, Job.id > job_id, Job.status == "queued")
+    conn.execute(update(Job).where(Job.run_id == job.run_id, Job.id > job_id, Job.status == "queued",
+                                   Job.kind.in_(RUN_KINDS))
                  .values(status="cancelled", error=f"stage job {job_id} {status}", finished_at=now))
     conn.execute(update(Run).where(Run.id == job.run_id).values(status=status, error=error, finished_at=now))
 
@@ -303,14 +311,41 @@ def set_progress(catalog: Catalog, job_id: int, progress: dict, owner: str | Non
 
 def runnable_jobs(catalog: Catalog, run_id: int | list[int] | None = None) -> int:
     """Jobs that are queued or running, of one run, of several or of all (for `--wait` and the
-    demo to know when their runs are over)."""
+    demo to know when their runs are over). A job waiting out a retry back-off is not counted:
+    a push waiting for the hub to come back must not hold a finished run's `--wait`."""
+    now = utcnow()
     with catalog.session() as s:
         q = select(Job).where(Job.status.in_(ACTIVE))
         if isinstance(run_id, list):
             q = q.where(Job.run_id.in_(run_id))
         elif run_id is not None:
             q = q.where(Job.run_id == run_id)
-        return len(list(s.exec(q)))
+        return sum(1 for j in s.exec(q) if j.not_before is None or _aware(j.not_before) <= now)
+
+
+def retry_later(catalog: Catalog, job_id: int, owner: str, reason: str, delay: float) -> str:
+    """Put a running job that failed for a passing reason (the hub is down) back in the queue,
+    not to be claimed for `delay` seconds, or fail it once it used its attempts. Returns the
+    status ("queued" or "failed"); "lost" when the job is no longer ours."""
+
+    def attempt() -> str:
+        with catalog.session() as s:
+            job = s.get(Job, job_id)
+            if job is None or job.status != "running" or job.lease_owner != owner:
+                return "lost"
+            from .runs import add_event
+
+            if job.attempts >= job.max_attempts:
+                close_job(s, job_id, "failed", owner=owner, error=f"{reason} (gave up after {job.attempts} attempt(s))")
+                return "failed"
+            s.execute(update(Job).where(Job.id == job_id, Job.lease_owner == owner)
+                      .values(status="queued", lease_owner=None, lease_expires_at=None, error=reason,
+                              not_before=utcnow() + timedelta(seconds=delay)))
+            add_event(s, f"job {job_id}: {reason}; next try in {delay:.0f}s (attempt {job.attempts}/{job.max_attempts})",
+                      run_id=job.run_id, job_id=job_id, level="warning")
+            return "queued"
+
+    return with_busy_retry(attempt)
 
 
 def enqueue(catalog: Catalog, kind: str, payload: dict | None = None, *, depends_on: int | None = None,
@@ -373,23 +408,27 @@ def retry(catalog: Catalog, job_id: int) -> list[int]:
                 raise Conflict(f"job {job_id} waits on job {before.id}, which is {before.status}",
                                hint=f"retry job {before.id} first")
             again = [job]
-            if job.run_id is not None:
+            stops_run = job.run_id is not None and job.kind in RUN_KINDS
+            if stops_run:
                 again += list(s.exec(select(Job).where(Job.run_id == job.run_id, Job.id > job.id,
-                                                       Job.status == "cancelled").order_by(Job.id)))
+                                                       Job.status == "cancelled", Job.kind.in_(RUN_KINDS))
+                                     .order_by(Job.id)))
             for j in again:
                 j.status, j.error, j.traceback, j.finished_at = "queued", None, None, None
                 j.cancel_requested, j.attempts, j.progress = False, 0, {}
-                j.lease_owner = j.lease_expires_at = None
+                j.lease_owner = j.lease_expires_at = j.not_before = None
                 s.add(j)
                 stage = s.get(Stage, j.stage_id) if j.stage_id else None
                 if stage is not None:
                     stage.status, stage.error, stage.finished_at = "queued", None, None
                     s.add(stage)
             if job.run_id is not None:
-                run = s.get(Run, job.run_id)
-                run.status, run.error, run.finished_at = "queued", None, None
-                s.add(run)
                 from .runs import add_event
+
+                if stops_run:
+                    run = s.get(Run, job.run_id)
+                    run.status, run.error, run.finished_at = "queued", None, None
+                    s.add(run)
 
                 add_event(s, f"job {job_id} retried ({len(again)} job(s) queued again)", run_id=job.run_id,
                           job_id=job_id)
@@ -406,7 +445,7 @@ def resume_run(catalog: Catalog, run_ref: str | int) -> tuple[int, list[int]]:
 
     with catalog.session() as s:
         run = get_run(s, run_ref)
-        jobs = jobs_of(s, run.id)
+        jobs = [j for j in jobs_of(s, run.id) if j.kind in RUN_KINDS]
     if run.status == "completed":
         raise Conflict(f"run {run.id} ({run.name}) is already completed", hint="start a new run instead")
     if any(j.status in ACTIVE for j in jobs):
@@ -426,7 +465,8 @@ def list_jobs(catalog: Catalog, finished: int | None = 20) -> list[dict]:
         ended = list(s.exec(q if finished is None else q.limit(finished)))
     return [{"id": j.id, "kind": j.kind, "run_id": j.run_id, "stage_index": j.payload.get("stage_index"),
              "status": j.status, "attempts": j.attempts, "max_attempts": j.max_attempts,
-             "cancel_requested": j.cancel_requested, "lease_owner": j.lease_owner,
+             "cancel_requested": j.cancel_requested, "lease_owner": j.lease_owner, "not_before": j.not_before,
+             "repo_id": j.payload.get("repo_id"),
              "lease_expires_at": j.lease_expires_at, "progress": dict(j.progress or {}), "error": j.error,
              "log_path": j.log_path, "created_at": j.created_at, "started_at": j.started_at,
              "finished_at": j.finished_at} for j in sorted(ended, key=lambda j: j.id) + live]

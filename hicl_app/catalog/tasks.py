@@ -64,6 +64,10 @@ def add_task(
         test = None
         test_fraction = 0.1 if test_fraction is None else test_fraction
         train_records, test_records = split_records(train.records, test_fraction, seed)
+    several = next((r for r in train_records if isinstance(r["answer"], list)), None)
+    if several is not None:
+        raise InvalidInput(f"{file}: record {several['id']!r} lists several answers; a training record needs one",
+                           hint="several reference answers (e.g. captions) belong in the --test file")
     scorer = scorer or guess_scorer([r["answer"] for r in test_records])
     same_file = test_file is not None and Path(test_file).resolve() == file.resolve()
     for message in overlap_warnings(train_records, test_records, same_file=same_file):

@@ -39,7 +39,23 @@ def _tries(j: dict) -> str:
     return f"{j['attempts']}/{j['max_attempts']}" if j["status"] in ("queued", "running") else str(j["attempts"])
 
 
+def _what(j: dict) -> str:
+    if j["kind"] == "stage":
+        return f"run {j['run_id']} · stage {j['stage_index']}"
+    if j["kind"] == "push":
+        return f"run {j['run_id']} · push {j['stage_index']} → {j['repo_id']}"
+    if j["kind"] == "eval":
+        return f"run {j['run_id']} · eval"
+    return j["kind"]
+
+
 def _note(j: dict) -> str:
+    if j["status"] == "queued" and j.get("not_before"):
+        from ..catalog.models import utcnow
+
+        wait = (j["not_before"] - utcnow()).total_seconds() if j["not_before"].tzinfo else 0
+        first = (j["error"] or "").splitlines()[0][:60] if j["error"] else ""
+        return f"retry in {max(0, int(wait))}s: {first}" if wait > 0 else first
     if j["status"] == "running" and j["cancel_requested"]:
         return "cancel requested"
     if j["status"] == "running":
@@ -69,7 +85,7 @@ def jobs(ctx: click.Context, show_all: bool, as_json: bool) -> None:
     out = []
     for j in rows:
         p = j["progress"]
-        what = f"run {j['run_id']} · stage {j['stage_index']}" if j["kind"] == "stage" else j["kind"]
+        what = _what(j)
         step = f"{p['step']}/{p.get('total', '?')}" if "step" in p else ""
         out.append([j["id"], what, j["status"], _tries(j), step,
                     fmt_num(p.get("loss"), 3), fmt_num(p.get("samples_per_s"), 1),

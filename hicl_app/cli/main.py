@@ -55,9 +55,27 @@ def cli(ctx: click.Context, home: str | None) -> None:
 
 
 def _register() -> None:
-    from . import analyze, bench, bench_data, compare, demo, estimate, jobs, metrics, push, runs, tasks, tui, worker, workspace
+    from . import (
+        analyze,
+        bench,
+        bench_data,
+        compare,
+        demo,
+        estimate,
+        jobs,
+        metrics,
+        pull,
+        push,
+        runs,
+        suites,
+        tasks,
+        tui,
+        worker,
+        workspace,
+    )
 
-    for module in (workspace, tasks, runs, metrics, compare, analyze, estimate, worker, jobs, bench_data, bench, demo, push, tui):
+    for module in (workspace, tasks, suites, runs, metrics, compare, analyze, estimate, worker, jobs, bench_data, bench, demo,
+                   push, pull, tui):
         for command in module.COMMANDS:
             cli.add_command(command)
 

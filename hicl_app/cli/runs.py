@@ -13,10 +13,10 @@ from .context import AppContext, pass_app
 from .output import emit_json, fmt_num, info, table
 
 #: run-level option names of `run start`; a method option of the same name gets a `--METHOD-` prefix
-RUN_FLAGS = ("method", "tasks", "base", "name", "rank", "alpha", "dropout", "targets", "lr", "epochs", "max_steps",
-             "batch_size", "grad_accum", "warmup_ratio", "seed", "checkpoint_every", "gradient_checkpointing",
-             "eval_batch_size", "max_new_tokens",
-             "eval_all", "device", "dtype", "nproc", "strategy", "launcher_args", "option", "wait", "no_worker", "json")
+RUN_FLAGS = ("method", "tasks", "order", "base", "name", "rank", "alpha", "dropout", "targets", "lr", "epochs",
+             "max_steps", "batch_size", "grad_accum", "warmup_ratio", "seed", "checkpoint_every", "gradient_checkpointing",
+             "eval_batch_size", "max_new_tokens", "eval_all", "device", "dtype", "nproc", "strategy", "launcher_args",
+             "option", "push_to", "private", "wait", "no_worker", "json")
 #: flag dest -> (option name, the methods that declare it)
 METHOD_FLAGS: dict[str, tuple[str, tuple[str, ...]]] = {}
 
@@ -89,7 +89,8 @@ def run() -> None:
 
 @run.command("start")
 @click.option("--method", required=True, help=_method_help())
-@click.option("--tasks", "task_list", required=True, help="Comma-separated task names, in training order.")
+@click.option("--tasks", "task_list", help="Comma-separated task names, in training order.")
+@click.option("--order", help="A named task order instead of --tasks: a suite's, e.g. ucit (`hicl suites` lists them).")
 @click.option("--base", required=True, help="Base model: a local folder or a hub id (image-text-to-text).")
 @click.option("--name", help="A name for the run (default: method + tasks).")
 @click.option("--rank", type=int, default=default(TrainConfig, "rank"), show_default=True, help="LoRA rank.")
@@ -125,13 +126,20 @@ def run() -> None:
                                       "\"--nnodes 2 --rdzv-backend c10d --rdzv-endpoint HOST:29400\".")
 @click.option("-o", "--option", "options", multiple=True, help="Method option KEY=VALUE (repeatable).")
 @method_flags
+@click.option("--push-to", "push_to", metavar="REPO_ID",
+              help="Publish each stage to this Hugging Face Hub repo as soon as it is scored: one commit and a "
+                   "stage-K tag per stage (`hicl push`'s layout), as a job of its own retried with back-off; "
+                   "a push failure never stops training. Hub from HF_ENDPOINT, token from HF_TOKEN or the login.")
+@click.option("--private", is_flag=True, help="With --push-to: create the repo private.")
 @click.option("--wait", is_flag=True, help="Run the stages here, in the foreground, until the run ends.")
 @click.option("--no-worker", is_flag=True, help="Do not start a background worker (run `hicl worker` yourself).")
 @click.option("--json", "as_json", is_flag=True)
 @pass_app
-def run_start(app: AppContext, method, task_list, base, name, rank, alpha, dropout, targets, lr, epochs, max_steps, batch_size,
-              grad_accum, warmup_ratio, seed, checkpoint_every, gradient_checkpointing, eval_batch_size, max_new_tokens, eval_all,
-              device, dtype, nproc, strategy, launcher_args, options, wait, no_worker, as_json, **method_opts) -> None:
+def run_start(app: AppContext, method, task_list, order, base, name, rank, alpha, dropout, targets, lr, epochs, max_steps,
+              batch_size, grad_accum, warmup_ratio, seed, checkpoint_every, gradient_checkpointing, eval_batch_size,
+              max_new_tokens, eval_all,
+              device, dtype, nproc, strategy, launcher_args, options, push_to, private, wait, no_worker, as_json,
+              **method_opts) -> None:
     """Record a run and queue one job per stage; prints the run id.
 
     Method options come as flags (`--fusion sum`) or as `-o KEY=VALUE`; a flag wins.
@@ -148,7 +156,22 @@ def run_start(app: AppContext, method, task_list, base, name, rank, alpha, dropo
         model={"device": device, "dtype": dtype},
         method_options={**parse_pairs(options), **_flag_options(method_opts, method)}, eval_all=eval_all,
         nproc=nproc, launcher_args=launcher_args, strategy=strategy)
-    tasks = [t.strip() for t in task_list.split(",") if t.strip()]
+    if push_to:
+        from ..hub.live import check_target
+
+        config["publish"] = {"repo_id": push_to, "endpoint": check_target(push_to, None), "private": private,
+                             "revision": "main"}
+    elif private:
+        raise InvalidInput("--private only goes with --push-to REPO_ID")
+    if (task_list is None) == (order is None):
+        raise InvalidInput("pass exactly one of --tasks and --order",
+                           hint="--tasks a,b,c names the tasks; --order ucit takes a suite's order")
+    if order is not None:
+        from ..services.suites import named_order
+
+        tasks = named_order(order)
+    else:
+        tasks = [t.strip() for t in task_list.split(",") if t.strip()]
     run_row = start_run(app.catalog, method=method, tasks=tasks, base=base, name=name, config=config)
     if as_json and not wait:
         emit_json({"run_id": run_row.id, "name": run_row.name, "status": run_row.status})
@@ -169,8 +192,10 @@ def run_start(app: AppContext, method, task_list, base, name, rank, alpha, dropo
 
 def wait_for_run(app: AppContext, run_id: int) -> str:
     """Run the run's jobs in this process, with a one-line progress display on a terminal."""
+    from sqlmodel import select
+
     from ..catalog import queue
-    from ..catalog.models import Run
+    from ..catalog.models import Job, Run
     from ..worker.loop import Worker
 
     tty = sys.stderr.isatty()
@@ -189,6 +214,11 @@ def wait_for_run(app: AppContext, run_id: int) -> str:
         r = s.get(Run, run_id)
         if r.status != "completed" and r.error:
             info(f"run {run_id} {r.status}: {r.error}")
+        waiting = [j for j in s.exec(select(Job).where(Job.run_id == run_id, Job.kind == "push",
+                                                       Job.status.in_(queue.ACTIVE)))]
+        if waiting:
+            info(f"the push of stage(s) {', '.join(str(j.payload.get('stage_index')) for j in waiting)} waits for the hub "
+                 f"({(waiting[0].error or '').splitlines()[0][:120]}); `hicl worker` (or the next run) finishes it")
         return r.status
 
 
@@ -214,6 +244,71 @@ def run_resume(app: AppContext, run_ref: str, wait: bool, no_worker: bool) -> No
         from .jobs import ensure_worker
 
         ensure_worker(app, no_worker)
+
+
+@run.command("extend")
+@click.argument("run_ref", metavar="RUN")
+@click.option("--tasks", "task_list", required=True, help="Comma-separated new task names, in training order.")
+@click.option("--wait", is_flag=True, help="Run the new stages here, in the foreground, until the run ends.")
+@click.option("--no-worker", is_flag=True, help="Do not start a background worker.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_app
+def run_extend(app: AppContext, run_ref: str, task_list: str, wait: bool, no_worker: bool, as_json: bool) -> None:
+    """Continue a completed run (one of yours, or one `hicl pull` brought in) with new tasks: one
+    stage per task, each trained on the last stage's state with the run's method and settings,
+    and scored on every task seen so far that this workspace holds."""
+    from ..services.extend import extend_run
+
+    tasks = [t.strip() for t in task_list.split(",") if t.strip()]
+    run_row, ids = extend_run(app.catalog, run_ref, tasks)
+    if as_json and not wait:
+        emit_json({"run_id": run_row.id, "jobs": ids, "status": run_row.status})
+    elif not as_json:
+        info(f"run {run_row.id} ({run_row.name}): {len(ids)} new stage(s) queued (job(s) {', '.join(map(str, ids))})")
+    if wait:
+        status = wait_for_run(app, run_row.id)
+        if as_json:
+            emit_json({"run_id": run_row.id, "jobs": ids, "status": status})
+        if status != "completed":
+            sys.exit(1)
+    else:
+        from .jobs import ensure_worker
+
+        ensure_worker(app, no_worker)
+
+
+@run.command("eval")
+@click.argument("run_ref", metavar="RUN")
+@click.option("--tasks", "task_list", required=True, help="Comma-separated tasks of the run to score (this workspace's copies).")
+@click.option("--stage", type=int, help="Score only this stage (default: every finished stage).")
+@click.option("--wait", is_flag=True, help="Run the evaluation here, in the foreground.")
+@click.option("--no-worker", is_flag=True, help="Do not start a background worker.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_app
+def run_eval(app: AppContext, run_ref: str, task_list: str, stage: int | None, wait: bool, no_worker: bool,
+             as_json: bool) -> None:
+    """Score a run's finished stages on tasks of this workspace (e.g. a pulled run on your own copy
+    of its tasks); the scores replace those matrix cells."""
+    from ..catalog import queue
+    from ..services.evaluate import queue_eval
+
+    tasks = [t.strip() for t in task_list.split(",") if t.strip()]
+    run_id, job_id, stages = queue_eval(app.catalog, run_ref, tasks, stage)
+    if not as_json:
+        info(f"run {run_id}: evaluation of stage(s) {', '.join(map(str, stages))} on {', '.join(tasks)} queued "
+             f"(job {job_id})")
+    if wait:
+        wait_for_run(app, run_id)
+        status = queue.get_job(app.catalog, job_id).status
+    else:
+        from .jobs import ensure_worker
+
+        ensure_worker(app, no_worker)
+        status = "queued"
+    if as_json:
+        emit_json({"run_id": run_id, "job_id": job_id, "stages": stages, "status": status})
+    if wait and status != "done":
+        sys.exit(1)
 
 
 @run.command("methods")

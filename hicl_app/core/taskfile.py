@@ -138,21 +138,31 @@ def _parse_llava(obj: dict, where: str, problems: _Problems) -> tuple[str, str, 
     return question, answer, history
 
 
-def _parse_vqa(obj: dict, where: str, problems: _Problems) -> tuple[str, str, list] | None:
-    q, a = obj.get("question"), obj.get("answer")
+def _parse_vqa(obj: dict, where: str, problems: _Problems) -> tuple[str, str | list[str], list] | None:
+    """A VQA record: `question` (or `text`, as LLaVA's question files name it) and `answer`, one
+    string, or (test files) a list of reference answers, e.g. the captions of an image."""
+    q, a = obj.get("question", obj.get("text")), obj.get("answer")
     if isinstance(a, (int, float)) and not isinstance(a, bool):
         a = str(a)
     ok = True
     if not isinstance(q, str) or not _strip_image_token(q):
         problems.add(where, "'question' must be a non-empty string")
         ok = False
-    if not isinstance(a, str) or not a.strip():
+    if isinstance(a, list):
+        if not a or not all(isinstance(x, str) and x.strip() and IMAGE_TOKEN not in x for x in a):
+            problems.add(where, "a list 'answer' must hold non-empty strings (the reference answers)")
+            ok = False
+        else:
+            a = [x.strip() for x in a]
+    elif not isinstance(a, str) or not a.strip():
         problems.add(where, "'answer' must be a non-empty string")
         ok = False
     elif IMAGE_TOKEN in a:
         problems.add(where, f"'answer' contains {IMAGE_TOKEN}, which only a question may hold")
         ok = False
-    return (_strip_image_token(q), a.strip(), []) if ok else None
+    else:
+        a = a.strip()
+    return (_strip_image_token(q), a, []) if ok else None
 
 
 class _ImageChecker:
@@ -283,6 +293,7 @@ def overlap_warnings(train: list[dict], test: list[dict], *, same_file: bool = F
 
 def guess_scorer(answers: list[str]) -> str:
     """Option letters -> choice; long free text -> caption; else exact."""
+    answers = [a[0] if isinstance(a, list) else a for a in answers]
     if not answers:
         return "exact"
     if all(re.fullmatch(r"\(?[A-Ha-h]\)?\.?", a.strip()) for a in answers):

@@ -1,6 +1,8 @@
 """Job kinds and how one claimed job is carried out, whatever its kind.
 
-`stage` trains and scores one stage of a run (in a child process). `noop` and `sleep` belong to
+`stage` trains and scores one stage of a run (in a child process). `push` publishes a scored
+stage of a `--push-to` run to the hub (in the worker: it is network I/O, no model). `eval`
+scores finished stages of a run on tasks of this workspace (`hicl run eval`), in a child. `noop` and `sleep` belong to
 no run and exercise the queue and the workers: `noop` finishes at once inside the worker (200
 of them test claims under contention in seconds); `sleep` runs in a child like a stage,
 reports progress, honours cancel and shutdown at each tick, and can be told to fail, exit or
@@ -38,6 +40,18 @@ def _stage(ctx: JobContext) -> str:
     from .stage import run_stage_job
 
     return run_stage_job(ctx)
+
+
+def _eval(ctx: JobContext) -> str:
+    from .evaluate import run_eval_job
+
+    return run_eval_job(ctx)
+
+
+def _push(ctx: JobContext) -> str:
+    from .publish import run_push_job
+
+    return run_push_job(ctx)
 
 
 def _noop(ctx: JobContext) -> str:
@@ -84,7 +98,8 @@ def _sleep(ctx: JobContext) -> str:
     return "done" if queue.finish(ctx.catalog, ctx.job.id, "done", owner=ctx.owner) else "lost"
 
 
-KINDS: dict[str, Kind] = {"stage": Kind(_stage), "noop": Kind(_noop, inline=True), "sleep": Kind(_sleep)}
+KINDS: dict[str, Kind] = {"stage": Kind(_stage), "eval": Kind(_eval), "push": Kind(_push, inline=True),
+                          "noop": Kind(_noop, inline=True), "sleep": Kind(_sleep)}
 
 
 def one_line(exc: BaseException) -> str:

@@ -13,14 +13,16 @@ import time
 from pathlib import Path
 
 from sqlalchemy import delete, update
+from sqlmodel import select
 
 from ..catalog import queue
 from ..catalog.db import Catalog
-from ..catalog.models import Adapter, CurvePoint, Job, Run, Stage, utcnow
+from ..catalog.models import Adapter, CurvePoint, Job, Run, Stage, Task, utcnow
 from ..catalog.runs import add_event, scores_of, stages_of, upsert_score
 from ..catalog.tasks import data_problem, get_task
 from ..core.errors import HiclError
 from .context import LEASE, JobContext
+from .publish import record_push_job
 
 
 class PreflightError(HiclError):
@@ -48,6 +50,10 @@ def build_spec(catalog: Catalog, run: Run, stage: Stage):
         stages = stages_of(s, run.id)
         names = list(run.task_order) + ([cfg["general_task"]] if cfg.get("general_task") else [])
         names += [n for n in extra if n not in names]
+        if cfg.get("pulled"):  # a pulled run's earlier tasks are scored where this workspace has them
+            trains = {t for st in stages for t in st.train_tasks if st.index >= stage.index}
+            have = {t.name for t in s.exec(select(Task).where(Task.name.in_(names)))}
+            names = [n for n in names if n in have or n in trains]
         tasks = {name: get_task(s, name) for name in names}
     for task in tasks.values():
         problem = data_problem(task)
@@ -63,8 +69,9 @@ def build_spec(catalog: Catalog, run: Run, stage: Stage):
     for st in stages[: stage.index + 1]:
         seen += [n for n in st.train_tasks if n not in seen]
     eval_names = list(run.task_order) if cfg.get("eval_all") else [n for n in run.task_order if n in seen]
+    eval_names = [n for n in eval_names if n in tasks]
     general = cfg.get("general_task")
-    if general and general not in eval_names:
+    if general and general not in eval_names and general in tasks:
         eval_names.append(general)
     stage_dir, ckpt_dir = stage_paths(catalog, run.id, stage.index)
     prev_dir = stage_paths(catalog, run.id, stage.index - 1)[0] if stage.index > 0 else None
@@ -286,6 +293,7 @@ def _record_result(ctx: JobContext, run: Run, stage: Stage, spec, result) -> Non
         if stage.index == spec.n_stages - 1:
             r.status, r.finished_at = "completed", utcnow()
         s.add(r)
+        record_push_job(s, r, stage.index)  # with --push-to: the stage goes to the hub next
         add_event(s, f"stage {stage.index} done: " + ", ".join(f"{k} {v['score']:.1f}" for k, v in result.scores.items()),
                   run_id=run.id, job_id=ctx.job.id)
 

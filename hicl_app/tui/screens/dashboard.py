@@ -87,7 +87,8 @@ class DashboardScreen(LiveScreen):
         rate = p.get("samples_per_s")
         run = clip(job["run_name"] or f"run {job['run_id']}", 14)
         if job["stage_index"] is not None:
-            run.append(f" ·{job['stage_index']}", style=palette.muted.hex)
+            push = "push " if job.get("kind") == "push" else ""
+            run.append(f" ·{push}{job['stage_index']}", style=palette.muted.hex)
         return [num(str(job["id"]), palette.muted.hex), run, palette.status(status), bar,
                 num(fmt_score(p.get("loss"), 3) if p.get("loss") is not None else "—"),
                 num(f"{rate:.1f}" if running and rate is not None else "—"),

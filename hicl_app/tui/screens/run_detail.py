@@ -106,7 +106,7 @@ class RunScreen(LiveScreen):
         self.query_one("#matrix-legend", Static).update(caption)
 
     def _show_stages(self, data: RunData, palette: Palette) -> None:
-        jobs = {j["stage_index"]: j for j in data.jobs}
+        jobs = {j["stage_index"]: j for j in data.jobs if j.get("kind", "stage") == "stage"}
         rows = []
         for st in data.detail["stages"]:
             job = jobs.get(st["index"], {"status": st["status"], "progress": {}})
