@@ -283,8 +283,12 @@ def overlap_warnings(train: list[dict], test: list[dict], *, same_file: bool = F
     if same_file:
         return ["--test names the training file itself: every test record is also trained on, so the "
                 "scores will overstate what the model learned; pass a held-out file, or --test-fraction"]
-    seen = {(r["image"], r["question"], r["answer"]) for r in train}
-    shared = sum((r["image"], r["question"], r["answer"]) in seen for r in test)
+    def key(r: dict) -> tuple:  # a test record may hold a list of reference answers
+        answer = r["answer"]
+        return r["image"], r["question"], tuple(answer) if isinstance(answer, list) else answer
+
+    seen = {key(r) for r in train}
+    shared = sum(key(r) in seen for r in test)
     if not shared:
         return []
     return [f"{shared} of the {len(test)} test record(s) also appear in the training data (same image, "
