@@ -1,0 +1,197 @@
+"""The replay, EWC and LwF baselines: each one's defining property on the tiny model, and a short
+two-stage run of each that fills the accuracy matrix and leaves a plain PEFT adapter."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from hicl_app.core.taskfile import load_records
+from hicl_app.engine.config import EvalConfig, ModelConfig, TrainConfig
+from hicl_app.engine.errors import EngineError
+from hicl_app.engine.methods import get_method
+from hicl_app.engine.methods.base import StageContext
+from hicl_app.engine.pipeline import StageSpec, run_stage
+
+ORDER = ["color", "bg"]
+METHODS = ("replay", "ewc", "lwf")
+
+
+def _spec(base, tasks, root, method, index, options=None, prev=None, **train) -> StageSpec:
+    cfg = {"max_steps": 4, "lr": 1e-3, "rank": 4, "alpha": 8, "checkpoint_every": 0, "dropout": 0.0, **train}
+    return StageSpec(method=method, method_options=dict(options or {}), stage_index=index, n_stages=len(ORDER),
+                     train_tasks=[tasks[ORDER[index]]], eval_tasks=[tasks[n] for n in ORDER[:index + 1]],
+                     model=ModelConfig(str(base)), train=TrainConfig(**cfg),
+                     eval=EvalConfig(batch_size=32, max_new_tokens=4), stage_dir=root / f"stage-{index}",
+                     prev_stage_dir=prev, checkpoint_dir=root / "ckpt" / f"stage-{index}",
+                     earlier_tasks=[tasks[n] for n in ORDER[:index]])
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_base_dir, cl_tasks, tmp_path_factory):
+    """{method: ([stage results], [stage specs])} of a 2-stage run of each (EWC on 32 Fisher samples)."""
+    out = {}
+    for method in METHODS:
+        root = tmp_path_factory.mktemp(method)
+        options = {"fisher_samples": 32} if method == "ewc" else {}
+        prev, results, specs = None, [], []
+        for index in range(len(ORDER)):
+            spec = _spec(tiny_base_dir, cl_tasks, root, method, index, options, prev)
+            results.append(run_stage(spec))
+            specs.append(spec)
+            prev = spec.stage_dir
+        out[method] = (results, specs)
+    return out
+
+
+def _ctx(spec: StageSpec, loaded=None) -> StageContext:
+    records = [r for t in spec.train_tasks for r in load_records(t.train_path)]
+    if loaded is None:
+        return StageContext(spec=spec, processor=None, device=torch.device("cpu"), dtype=torch.float32, records=records)
+    return StageContext(spec=spec, processor=loaded.processor, device=loaded.device, dtype=loaded.dtype,
+                        records=records)
+
+
+def _batch(loaded, records):
+    from hicl_app.engine.data.encoding import Encoder, collate
+
+    enc = Encoder(loaded.processor)
+    return collate([enc.encode(r) for r in records], loaded.processor.tokenizer.pad_token_id, "right")
+
+
+# ------------------------------------------------------------------ replay
+
+def test_replay_mixes_the_requested_share_and_draws_it_again_the_same(cl_tasks, tmp_path):
+    tasks = dict(cl_tasks)
+    spec = _spec("base", tasks, tmp_path, "replay", 1, prev=tmp_path / "stage-0")
+    colors = load_records(tasks["color"].train_path)
+
+    mixed = get_method("replay", {"replay_ratio": 0.25}).train_records(_ctx(spec))
+    own = load_records(tasks["bg"].train_path)
+    replayed = mixed[len(own):]
+    assert mixed[:len(own)] == own and len(replayed) == round(0.25 * len(colors))
+    assert all(r in colors for r in replayed) and len({r["id"] for r in replayed}) == len(replayed)
+    # a resumed stage plans again from scratch: a new method, a new spec, the same sample
+    again = get_method("replay", {"replay_ratio": 0.25}).train_records(
+        _ctx(_spec("base", tasks, tmp_path, "replay", 1, prev=tmp_path / "stage-0")))
+    assert again == mixed
+    other_seed = get_method("replay", {"replay_ratio": 0.25}).train_records(_ctx(
+        _spec("base", tasks, tmp_path, "replay", 1, prev=tmp_path / "stage-0", seed=1)))
+    assert other_seed[len(own):] != replayed
+
+    per_task = get_method("replay", {"replay_per_task": 10}).train_records(_ctx(spec))
+    assert len(per_task) == len(own) + 10
+    assert get_method("replay").train_records(_ctx(_spec("base", tasks, tmp_path, "replay", 0))) == \
+        load_records(tasks["color"].train_path)  # the first stage has nothing to replay
+    with pytest.raises(EngineError, match="no earlier tasks"):
+        spec.earlier_tasks = []
+        get_method("replay").train_records(_ctx(spec))
+    for bad in ({"replay_ratio": 1.5}, {"replay_per_task": -1}):
+        with pytest.raises(EngineError):
+            get_method("replay", bad)
+
+
+def test_replay_stage_trains_on_the_mixed_records(runs, cl_tasks):
+    results, _ = runs["replay"]
+    n_own = len(load_records(cl_tasks["bg"].train_path))
+    assert results[0].train_samples == n_own
+    assert results[1].train_samples == n_own + round(0.1 * n_own)
+
+
+# ------------------------------------------------------------------ EWC
+
+def test_ewc_fisher_is_non_negative_and_the_penalty_is_zero_at_the_anchor(runs, tiny_base_dir):
+    from hicl_app.engine.methods.ewc.fisher import Penalty, load_state
+    from hicl_app.engine.modeling.models import load_base
+
+    results, specs = runs["ewc"]
+    fisher, anchor = load_state(specs[0].stage_dir / "ewc" / "state.safetensors")
+    assert fisher and fisher.keys() == anchor.keys()
+    assert all(bool((f >= 0).all()) for f in fisher.values()) and any(bool((f > 0).any()) for f in fisher.values())
+    # online accumulation: F_2 = γ F_1 + F(task 2) ≥ F_1 elementwise at γ = 1
+    second, _ = load_state(specs[1].stage_dir / "ewc" / "state.safetensors")
+    assert all(bool((second[n] >= fisher[n]).all()) for n in fisher)
+    assert any(bool((second[n] > fisher[n]).any()) for n in fisher)
+
+    method = get_method("ewc", {"ewc_lambda": 3.0})
+    loaded = load_base(ModelConfig(str(tiny_base_dir)))
+    model = method.prepare(loaded.model, _ctx(specs[1], loaded))  # stage 2 starts at stage 1's anchor
+    assert float(method.extra_loss(model, {}, 0)) == 0.0
+    named = dict(model.named_parameters())
+    name = next(n for n in fisher if float(fisher[n].abs().max()) > 0)
+    with torch.no_grad():
+        named[name].add_(0.1)
+    expected = 0.5 * 3.0 * float((fisher[name] * 0.1 ** 2).sum())
+    assert float(method.extra_loss(model, {}, 0)) == pytest.approx(expected, rel=1e-4) and expected > 0
+    with pytest.raises(EngineError, match="does not fit"):
+        Penalty({"x": fisher[name]}, {"x": anchor[name]}, 1.0)(model)
+    with pytest.raises(EngineError, match="ewc option"):
+        get_method("ewc", {"gamma": 0})
+
+
+# ------------------------------------------------------------------ LwF
+
+def test_lwf_loss_is_zero_for_the_teacher_itself_and_grows_as_the_student_moves(runs, tiny_base_dir, cl_tasks):
+    from peft import PeftModel
+
+    from hicl_app.engine.modeling.models import load_base
+
+    _, specs = runs["lwf"]
+    method = get_method("lwf")
+    loaded = load_base(ModelConfig(str(tiny_base_dir)))
+    model = method.prepare(loaded.model, _ctx(specs[1], loaded))
+    assert not any(p.requires_grad for n, p in model.named_parameters() if "lwf_teacher" in n)
+    batch = _batch(loaded, load_records(cl_tasks["bg"].train_path)[:4])
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    model.train()
+    model(**inputs)  # the loop's forward: its logits are reused
+    assert float(method.extra_loss(model, batch, 0)) == 0.0
+    assert float(method.extra_loss(model, batch, 0)) == 0.0  # without that forward: computed afresh
+
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B.default" in name:
+                param.add_(0.05)
+    out = model(**inputs)
+    cached = method.extra_loss(model, batch, 0)
+    assert cached.requires_grad and float(cached) > 0
+    assert float(method.extra_loss(model, batch, 0)) == pytest.approx(float(cached), rel=1e-5)
+    # the teacher is the previous stage's model
+    with torch.no_grad():
+        from hicl_app.engine.methods.lwf.distill import teacher_logits
+
+        teacher = teacher_logits(model, inputs, "lwf_teacher")
+        prev = PeftModel.from_pretrained(load_base(ModelConfig(str(tiny_base_dir))).model, specs[0].stage_dir / "adapter")
+        assert torch.allclose(teacher, prev(**inputs).logits, atol=1e-5)
+    assert not torch.allclose(out.logits.detach(), teacher, atol=1e-5)
+    method.after_train(model, _ctx(specs[1], loaded))
+    assert "lwf_teacher" not in model.peft_config
+    with pytest.raises(EngineError, match="temperature"):
+        get_method("lwf", {"temperature": 0})
+
+
+# ------------------------------------------------------------------ all three
+
+@pytest.mark.parametrize("method", METHODS)
+def test_two_stages_fill_the_matrix_and_leave_a_plain_peft_adapter(method, runs, tiny_base_dir, cl_tasks):
+    from peft import PeftModel
+
+    from hicl_app.engine.modeling.models import load_base
+
+    results, specs = runs[method]
+    assert set(results[0].scores) == {ORDER[0]} and set(results[1].scores) == set(ORDER)
+    assert all(0 <= s["score"] <= 100 for r in results for s in r.scores.values())
+    last = specs[-1].stage_dir
+    exported = get_method(method).export(last)
+    assert exported.peft and sorted(exported.files) == ["adapter/adapter_config.json", "adapter/adapter_model.safetensors"]
+    assert not [p for p in (last / "adapter").iterdir() if p.is_dir()]  # one adapter, no teacher beside it
+    batch = _batch(load_base(ModelConfig(str(tiny_base_dir))), load_records(cl_tasks["color"].test_path)[:4])
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    plain = PeftModel.from_pretrained(load_base(ModelConfig(str(tiny_base_dir))).model, last / "adapter").eval()
+    ours = get_method(method).load(load_base(ModelConfig(str(tiny_base_dir))).model, last).eval()
+    with torch.no_grad():
+        assert torch.equal(plain(**inputs).logits, ours(**inputs).logits)
+    if method == "ewc":
+        state = load_file(last / "ewc" / "state.safetensors")
+        assert any(k.startswith("fisher.") for k in state) and any(k.startswith("anchor.") for k in state)
