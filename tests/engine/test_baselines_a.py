@@ -18,9 +18,9 @@ ORDER = ["color", "bg"]
 METHODS = ("replay", "ewc", "lwf")
 
 
-def _spec(base, tasks, root, method, index, options=None, prev=None, **train) -> StageSpec:
+def _spec(base, tasks, root, method, index, options=None, prev=None, n_stages=len(ORDER), **train) -> StageSpec:
     cfg = {"max_steps": 4, "lr": 1e-3, "rank": 4, "alpha": 8, "checkpoint_every": 0, "dropout": 0.0, **train}
-    return StageSpec(method=method, method_options=dict(options or {}), stage_index=index, n_stages=len(ORDER),
+    return StageSpec(method=method, method_options=dict(options or {}), stage_index=index, n_stages=n_stages,
                      train_tasks=[tasks[ORDER[index]]], eval_tasks=[tasks[n] for n in ORDER[:index + 1]],
                      model=ModelConfig(str(base)), train=TrainConfig(**cfg),
                      eval=EvalConfig(batch_size=32, max_new_tokens=4), stage_dir=root / f"stage-{index}",
@@ -30,14 +30,23 @@ def _spec(base, tasks, root, method, index, options=None, prev=None, **train) ->
 
 @pytest.fixture(scope="module")
 def runs(tiny_base_dir, cl_tasks, tmp_path_factory):
-    """{method: ([stage results], [stage specs])} of a 2-stage run of each (EWC on 32 Fisher samples)."""
+    """{method: ([stage results], [stage specs])} of a 2-stage run of each, scored on 8 test
+    records per task (EWC's Fisher on 16 samples, and planned as 3 stages so that both write it)."""
+    import dataclasses
+
+    from engine_fixtures import write_jsonl
+
+    folder = tmp_path_factory.mktemp("short-tests")
+    tasks = {n: dataclasses.replace(t, test_path=write_jsonl(folder / f"{n}.jsonl", load_records(t.test_path)[:8]))
+             for n, t in cl_tasks.items()}
     out = {}
     for method in METHODS:
         root = tmp_path_factory.mktemp(method)
-        options = {"fisher_samples": 32} if method == "ewc" else {}
+        options = {"fisher_samples": 16} if method == "ewc" else {}
         prev, results, specs = None, [], []
         for index in range(len(ORDER)):
-            spec = _spec(tiny_base_dir, cl_tasks, root, method, index, options, prev)
+            spec = _spec(tiny_base_dir, tasks, root, method, index, options, prev, max_steps=3,
+                         n_stages=3 if method == "ewc" else len(ORDER))
             results.append(run_stage(spec))
             specs.append(spec)
             prev = spec.stage_dir
@@ -51,6 +60,10 @@ def _ctx(spec: StageSpec, loaded=None) -> StageContext:
         return StageContext(spec=spec, processor=None, device=torch.device("cpu"), dtype=torch.float32, records=records)
     return StageContext(spec=spec, processor=loaded.processor, device=loaded.device, dtype=loaded.dtype,
                         records=records)
+
+
+def _value(t: torch.Tensor) -> float:
+    return float(t.detach())
 
 
 def _batch(loaded, records):
@@ -117,13 +130,13 @@ def test_ewc_fisher_is_non_negative_and_the_penalty_is_zero_at_the_anchor(runs, 
     method = get_method("ewc", {"ewc_lambda": 3.0})
     loaded = load_base(ModelConfig(str(tiny_base_dir)))
     model = method.prepare(loaded.model, _ctx(specs[1], loaded))  # stage 2 starts at stage 1's anchor
-    assert float(method.extra_loss(model, {}, 0)) == 0.0
+    assert _value(method.extra_loss(model, {}, 0)) == 0.0
     named = dict(model.named_parameters())
     name = next(n for n in fisher if float(fisher[n].abs().max()) > 0)
     with torch.no_grad():
         named[name].add_(0.1)
     expected = 0.5 * 3.0 * float((fisher[name] * 0.1 ** 2).sum())
-    assert float(method.extra_loss(model, {}, 0)) == pytest.approx(expected, rel=1e-4) and expected > 0
+    assert _value(method.extra_loss(model, {}, 0)) == pytest.approx(expected, rel=1e-4) and expected > 0
     with pytest.raises(EngineError, match="does not fit"):
         Penalty({"x": fisher[name]}, {"x": anchor[name]}, 1.0)(model)
     with pytest.raises(EngineError, match="ewc option"):
@@ -146,8 +159,8 @@ def test_lwf_loss_is_zero_for_the_teacher_itself_and_grows_as_the_student_moves(
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     model.train()
     model(**inputs)  # the loop's forward: its logits are reused
-    assert float(method.extra_loss(model, batch, 0)) == 0.0
-    assert float(method.extra_loss(model, batch, 0)) == 0.0  # without that forward: computed afresh
+    assert _value(method.extra_loss(model, batch, 0)) == 0.0
+    assert _value(method.extra_loss(model, batch, 0)) == 0.0  # without that forward: computed afresh
 
     with torch.no_grad():
         for name, param in model.named_parameters():
@@ -155,8 +168,8 @@ def test_lwf_loss_is_zero_for_the_teacher_itself_and_grows_as_the_student_moves(
                 param.add_(0.05)
     out = model(**inputs)
     cached = method.extra_loss(model, batch, 0)
-    assert cached.requires_grad and float(cached) > 0
-    assert float(method.extra_loss(model, batch, 0)) == pytest.approx(float(cached), rel=1e-5)
+    assert cached.requires_grad and _value(cached) > 0
+    assert _value(method.extra_loss(model, batch, 0)) == pytest.approx(_value(cached), rel=1e-5)
     # the teacher is the previous stage's model
     with torch.no_grad():
         from hicl_app.engine.methods.lwf.distill import teacher_logits

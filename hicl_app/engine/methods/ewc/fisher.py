@@ -71,14 +71,19 @@ def diagonal_fisher(model: nn.Module, processor: Any, records: list[dict], *, ma
 
 
 def save_state(path: str | os.PathLike, fisher: dict[str, torch.Tensor], anchor: dict[str, torch.Tensor],
-               metadata: dict[str, str]) -> None:
+               metadata: dict[str, Any]) -> None:
+    """Write the Fisher and the anchor with `metadata` as one JSON entry (`hicl-ewc`): safetensors
+    writes its metadata map in no fixed order, and a resumed stage must write the same bytes."""
+    import json
+
     from safetensors.torch import save
 
     from ....core.fsio import atomic_write_bytes
 
     tensors = {**{f"fisher.{n}": t.contiguous() for n, t in fisher.items()},
                **{f"anchor.{n}": t.contiguous() for n, t in anchor.items()}}
-    atomic_write_bytes(path, save(tensors, metadata={"format": "hicl-ewc", "version": "1", **metadata}))
+    info = json.dumps({"format": "hicl-ewc", "version": 1, **metadata}, sort_keys=True)
+    atomic_write_bytes(path, save(tensors, metadata={"hicl-ewc": info}))
 
 
 def load_state(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:

@@ -21,7 +21,8 @@ at the cost of the new one.
 
 Files: the stage's LoRA in PEFT layout (`adapter/`, the model that answers: plain
 `PeftModel.from_pretrained`) and `ewc/state.safetensors` beside it, with the accumulated Fisher
-(`fisher.<parameter>`) and the anchor (`anchor.<parameter>`) that the next stage reads.
+(`fisher.<parameter>`) and the anchor (`anchor.<parameter>`) that the next stage reads. The run's
+last stage computes no Fisher and writes no state: no stage reads it.
 """
 
 from __future__ import annotations
@@ -87,6 +88,9 @@ class Ewc(SeqLora):
         from .fisher import diagonal_fisher, load_state, trainable
 
         spec = ctx.spec
+        self._state = None
+        if spec.stage_index == spec.n_stages - 1:
+            return  # no stage reads the last one's Fisher: its per-sample backward passes are saved
         records = self.fisher_records(ctx)
         fisher, tokens = diagonal_fisher(model, ctx.processor, records, max_length=spec.train.max_length,
                                          device=ctx.device, dtype=ctx.dtype)
@@ -94,16 +98,16 @@ class Ewc(SeqLora):
             previous, _ = load_state(self._previous(ctx))
             fisher = {n: self.options.gamma * previous[n] + f if n in previous else f for n, f in fisher.items()}
         anchor = {n: p.detach().float().cpu().clone() for n, p in trainable(model)}
-        self._state = (fisher, anchor, {"tasks": str(spec.stage_index + 1), "gamma": repr(self.options.gamma),
-                                        "samples": str(len(records)), "answer_tokens": str(tokens)})
+        self._state = (fisher, anchor, {"tasks": spec.stage_index + 1, "gamma": self.options.gamma,
+                                        "samples": len(records), "answer_tokens": tokens})
 
     def save(self, model: nn.Module, ctx: StageContext) -> dict[str, str]:
         from ....core.fsio import sha256_file
         from .fisher import save_state
 
         files = super().save(model, ctx)
-        if self._state is None:
-            raise EngineError("ewc: save before after_train (the stage's Fisher was not computed)")
+        if self._state is None:  # the run's last stage
+            return files
         path = Path(ctx.stage_dir) / STATE_DIR / STATE_FILE
         save_state(path, *self._state)
         files[f"{STATE_DIR}/{STATE_FILE}"] = sha256_file(path)
