@@ -1,11 +1,11 @@
-"""The replay, EWC and LwF baselines: each one's defining property on the tiny model, and a short
-two-stage run of each that fills the accuracy matrix and leaves a plain PEFT adapter."""
+"""The replay, EWC and LwF baselines: each one's defining property on the tiny model, and that what
+each saves is a plain PEFT adapter. Their full two-stage runs (the matrix, reloading, resuming) are
+the contract test's (`test_method_contract.py`), which every registered method goes through."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from hicl_app.core.taskfile import load_records
 from hicl_app.engine.config import EvalConfig, ModelConfig, TrainConfig
@@ -15,7 +15,6 @@ from hicl_app.engine.methods.base import StageContext
 from hicl_app.engine.pipeline import StageSpec, run_stage
 
 ORDER = ["color", "bg"]
-METHODS = ("replay", "ewc", "lwf")
 
 
 def _spec(base, tasks, root, method, index, options=None, prev=None, n_stages=len(ORDER), **train) -> StageSpec:
@@ -28,30 +27,34 @@ def _spec(base, tasks, root, method, index, options=None, prev=None, n_stages=le
                      earlier_tasks=[tasks[n] for n in ORDER[:index]])
 
 
-@pytest.fixture(scope="module")
-def runs(tiny_base_dir, cl_tasks, tmp_path_factory):
-    """{method: ([stage results], [stage specs])} of a 2-stage run of each, scored on 8 test
-    records per task (EWC's Fisher on 16 samples, and planned as 3 stages so that both write it)."""
-    import dataclasses
+def _stage_zero(base, tasks, root, method, options=None, *, fisher=False):
+    """Stage 1 of `method` as its hooks leave it, without training (a fresh LoRA, its B then
+    moved off zero so the model differs from the base), saved under `root`; returns its spec.
+    The saved adapter alone, loaded by plain PEFT, gives the same logits as the stage's model."""
+    from peft import PeftModel
 
-    from engine_fixtures import write_jsonl
+    from hicl_app.engine.modeling.models import load_base
 
-    folder = tmp_path_factory.mktemp("short-tests")
-    tasks = {n: dataclasses.replace(t, test_path=write_jsonl(folder / f"{n}.jsonl", load_records(t.test_path)[:8]))
-             for n, t in cl_tasks.items()}
-    out = {}
-    for method in METHODS:
-        root = tmp_path_factory.mktemp(method)
-        options = {"fisher_samples": 16} if method == "ewc" else {}
-        prev, results, specs = None, [], []
-        for index in range(len(ORDER)):
-            spec = _spec(tiny_base_dir, tasks, root, method, index, options, prev, max_steps=3,
-                         n_stages=3 if method == "ewc" else len(ORDER))
-            results.append(run_stage(spec))
-            specs.append(spec)
-            prev = spec.stage_dir
-        out[method] = (results, specs)
-    return out
+    spec = _spec(base, tasks, root, method, 0, options, n_stages=3)
+    loaded = load_base(ModelConfig(str(base)))
+    method_ = get_method(method, options)
+    ctx = _ctx(spec, loaded)
+    model = method_.prepare(loaded.model, ctx)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.02)
+    if fisher:
+        method_.after_train(model, ctx)
+    method_.save(model, ctx)
+    exported = method_.export(spec.stage_dir)
+    assert exported.peft and sorted(exported.files) == ["adapter/adapter_config.json", "adapter/adapter_model.safetensors"]
+    inputs = {k: v for k, v in _batch(loaded, load_records(tasks["color"].test_path)[:4]).items() if k != "labels"}
+    plain = PeftModel.from_pretrained(load_base(ModelConfig(str(base))).model, spec.stage_dir / "adapter").eval()
+    with torch.no_grad():
+        assert torch.equal(plain(**inputs).logits, model.eval()(**inputs).logits)
+    return spec
 
 
 def _ctx(spec: StageSpec, loaded=None) -> StageContext:
@@ -105,31 +108,34 @@ def test_replay_mixes_the_requested_share_and_draws_it_again_the_same(cl_tasks, 
             get_method("replay", bad)
 
 
-def test_replay_stage_trains_on_the_mixed_records(runs, cl_tasks):
-    results, _ = runs["replay"]
+def test_a_replay_stage_trains_on_the_mixed_records(tiny_base_dir, cl_tasks, tmp_path):
+    first = _stage_zero(tiny_base_dir, cl_tasks, tmp_path, "replay")
+    spec = _spec(tiny_base_dir, cl_tasks, tmp_path, "replay", 1, prev=first.stage_dir, max_steps=1)
+    spec.eval_tasks = []
+    logs = []
+    result = run_stage(spec, on_event=lambda e: logs.append(e.get("message", "")))
     n_own = len(load_records(cl_tasks["bg"].train_path))
-    assert results[0].train_samples == n_own
-    assert results[1].train_samples == n_own + round(0.1 * n_own)
+    assert result.train_samples == n_own + round(0.1 * n_own)
+    assert any(f"{result.train_samples} samples from bg" in m for m in logs)
 
 
 # ------------------------------------------------------------------ EWC
 
-def test_ewc_fisher_is_non_negative_and_the_penalty_is_zero_at_the_anchor(runs, tiny_base_dir):
+def test_ewc_fisher_is_non_negative_and_the_penalty_is_zero_at_the_anchor(tiny_base_dir, cl_tasks, tmp_path):
     from hicl_app.engine.methods.ewc.fisher import Penalty, load_state
     from hicl_app.engine.modeling.models import load_base
 
-    results, specs = runs["ewc"]
-    fisher, anchor = load_state(specs[0].stage_dir / "ewc" / "state.safetensors")
+    options = {"fisher_samples": 16}
+    first = _stage_zero(tiny_base_dir, cl_tasks, tmp_path, "ewc", options, fisher=True)
+    fisher, anchor = load_state(first.stage_dir / "ewc" / "state.safetensors")
     assert fisher and fisher.keys() == anchor.keys()
     assert all(bool((f >= 0).all()) for f in fisher.values()) and any(bool((f > 0).any()) for f in fisher.values())
-    # online accumulation: F_2 = γ F_1 + F(task 2) ≥ F_1 elementwise at γ = 1
-    second, _ = load_state(specs[1].stage_dir / "ewc" / "state.safetensors")
-    assert all(bool((second[n] >= fisher[n]).all()) for n in fisher)
-    assert any(bool((second[n] > fisher[n]).any()) for n in fisher)
 
-    method = get_method("ewc", {"ewc_lambda": 3.0})
+    method = get_method("ewc", {**options, "ewc_lambda": 3.0})
     loaded = load_base(ModelConfig(str(tiny_base_dir)))
-    model = method.prepare(loaded.model, _ctx(specs[1], loaded))  # stage 2 starts at stage 1's anchor
+    second = _spec(tiny_base_dir, cl_tasks, tmp_path, "ewc", 1, options, prev=first.stage_dir, n_stages=3)
+    ctx = _ctx(second, loaded)
+    model = method.prepare(loaded.model, ctx)  # stage 2 starts at stage 1's anchor
     assert _value(method.extra_loss(model, {}, 0)) == 0.0
     named = dict(model.named_parameters())
     name = next(n for n in fisher if float(fisher[n].abs().max()) > 0)
@@ -137,6 +143,12 @@ def test_ewc_fisher_is_non_negative_and_the_penalty_is_zero_at_the_anchor(runs, 
         named[name].add_(0.1)
     expected = 0.5 * 3.0 * float((fisher[name] * 0.1 ** 2).sum())
     assert _value(method.extra_loss(model, {}, 0)) == pytest.approx(expected, rel=1e-4) and expected > 0
+    # online accumulation: F_2 = γ F_1 + F(task 2) ≥ F_1 elementwise at γ = 1
+    method.after_train(model, ctx)
+    method.save(model, ctx)
+    accumulated, _ = load_state(second.stage_dir / "ewc" / "state.safetensors")
+    assert all(bool((accumulated[n] >= fisher[n]).all()) for n in fisher)
+    assert any(bool((accumulated[n] > fisher[n]).any()) for n in fisher)
     with pytest.raises(EngineError, match="does not fit"):
         Penalty({"x": fisher[name]}, {"x": anchor[name]}, 1.0)(model)
     with pytest.raises(EngineError, match="ewc option"):
@@ -145,15 +157,17 @@ def test_ewc_fisher_is_non_negative_and_the_penalty_is_zero_at_the_anchor(runs, 
 
 # ------------------------------------------------------------------ LwF
 
-def test_lwf_loss_is_zero_for_the_teacher_itself_and_grows_as_the_student_moves(runs, tiny_base_dir, cl_tasks):
+def test_lwf_loss_is_zero_for_the_teacher_itself_and_grows_as_the_student_moves(tiny_base_dir, cl_tasks, tmp_path):
     from peft import PeftModel
 
+    from hicl_app.engine.methods.lwf.distill import teacher_logits
     from hicl_app.engine.modeling.models import load_base
 
-    _, specs = runs["lwf"]
+    first = _stage_zero(tiny_base_dir, cl_tasks, tmp_path, "lwf")
     method = get_method("lwf")
     loaded = load_base(ModelConfig(str(tiny_base_dir)))
-    model = method.prepare(loaded.model, _ctx(specs[1], loaded))
+    second = _spec(tiny_base_dir, cl_tasks, tmp_path, "lwf", 1, prev=first.stage_dir)
+    model = method.prepare(loaded.model, _ctx(second, loaded))
     assert not any(p.requires_grad for n, p in model.named_parameters() if "lwf_teacher" in n)
     batch = _batch(loaded, load_records(cl_tasks["bg"].train_path)[:4])
     inputs = {k: v for k, v in batch.items() if k != "labels"}
@@ -170,41 +184,18 @@ def test_lwf_loss_is_zero_for_the_teacher_itself_and_grows_as_the_student_moves(
     cached = method.extra_loss(model, batch, 0)
     assert cached.requires_grad and _value(cached) > 0
     assert _value(method.extra_loss(model, batch, 0)) == pytest.approx(_value(cached), rel=1e-5)
-    # the teacher is the previous stage's model
-    with torch.no_grad():
-        from hicl_app.engine.methods.lwf.distill import teacher_logits
-
+    with torch.no_grad():  # the teacher is the previous stage's model
         teacher = teacher_logits(model, inputs, "lwf_teacher")
-        prev = PeftModel.from_pretrained(load_base(ModelConfig(str(tiny_base_dir))).model, specs[0].stage_dir / "adapter")
+        prev = PeftModel.from_pretrained(load_base(ModelConfig(str(tiny_base_dir))).model, first.stage_dir / "adapter")
         assert torch.allclose(teacher, prev(**inputs).logits, atol=1e-5)
     assert not torch.allclose(out.logits.detach(), teacher, atol=1e-5)
-    method.after_train(model, _ctx(specs[1], loaded))
+    # what is saved is the trained adapter alone, loadable by plain PEFT
+    method.after_train(model, _ctx(second, loaded))
     assert "lwf_teacher" not in model.peft_config
+    method.save(model, _ctx(second, loaded))
+    assert not [p for p in (second.stage_dir / "adapter").iterdir() if p.is_dir()]
+    plain = PeftModel.from_pretrained(load_base(ModelConfig(str(tiny_base_dir))).model, second.stage_dir / "adapter")
+    with torch.no_grad():
+        assert torch.equal(plain.eval()(**inputs).logits, model.eval()(**inputs).logits)
     with pytest.raises(EngineError, match="temperature"):
         get_method("lwf", {"temperature": 0})
-
-
-# ------------------------------------------------------------------ all three
-
-@pytest.mark.parametrize("method", METHODS)
-def test_two_stages_fill_the_matrix_and_leave_a_plain_peft_adapter(method, runs, tiny_base_dir, cl_tasks):
-    from peft import PeftModel
-
-    from hicl_app.engine.modeling.models import load_base
-
-    results, specs = runs[method]
-    assert set(results[0].scores) == {ORDER[0]} and set(results[1].scores) == set(ORDER)
-    assert all(0 <= s["score"] <= 100 for r in results for s in r.scores.values())
-    last = specs[-1].stage_dir
-    exported = get_method(method).export(last)
-    assert exported.peft and sorted(exported.files) == ["adapter/adapter_config.json", "adapter/adapter_model.safetensors"]
-    assert not [p for p in (last / "adapter").iterdir() if p.is_dir()]  # one adapter, no teacher beside it
-    batch = _batch(load_base(ModelConfig(str(tiny_base_dir))), load_records(cl_tasks["color"].test_path)[:4])
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
-    plain = PeftModel.from_pretrained(load_base(ModelConfig(str(tiny_base_dir))).model, last / "adapter").eval()
-    ours = get_method(method).load(load_base(ModelConfig(str(tiny_base_dir))).model, last).eval()
-    with torch.no_grad():
-        assert torch.equal(plain(**inputs).logits, ours(**inputs).logits)
-    if method == "ewc":
-        state = load_file(last / "ewc" / "state.safetensors")
-        assert any(k.startswith("fisher.") for k in state) and any(k.startswith("anchor.") for k in state)
