@@ -199,3 +199,27 @@ def test_lwf_loss_is_zero_for_the_teacher_itself_and_grows_as_the_student_moves(
         assert torch.equal(plain.eval()(**inputs).logits, model.eval()(**inputs).logits)
     with pytest.raises(EngineError, match="temperature"):
         get_method("lwf", {"temperature": 0})
+
+
+def test_the_worker_gives_each_stage_the_tasks_earlier_stages_trained(home, tmp_path):
+    from sqlmodel import select
+    from tui_support import add_tasks, fake_base, open_catalog
+
+    from hicl_app.catalog.models import Run, Stage
+    from hicl_app.catalog.runs import create_run
+    from hicl_app.engine.spec import spec_from_json, spec_to_json
+    from hicl_app.worker.stage import build_spec
+
+    catalog = open_catalog(home)
+    add_tasks(catalog, tmp_path, ["a", "b", "c", "gen"])
+    with catalog.session() as s:
+        run = create_run(s, name="r", method="replay", base_model=str(fake_base(tmp_path)), task_order=["a", "b", "c"],
+                         stages=[["a"], ["b"], ["c"]], config={"general_task": "gen"})
+        run_id = run.id
+    with catalog.session() as s:
+        run = s.get(Run, run_id)
+        stages = list(s.exec(select(Stage).where(Stage.run_id == run_id).order_by(Stage.index)))
+        specs = [build_spec(catalog, run, stage) for stage in stages]
+    assert [[t.name for t in spec.earlier_tasks] for spec in specs] == [[], ["a"], ["a", "b"]]
+    assert all(t.train_path.is_file() for t in specs[2].earlier_tasks)
+    assert spec_from_json(spec_to_json(specs[2])).earlier_tasks == specs[2].earlier_tasks  # how it reaches the ranks
