@@ -41,7 +41,8 @@ def run_method(workload: Workload, method: str, root: Path, *, evaluate: bool,
             train=TrainConfig(max_steps=steps, batch_size=8, lr=1e-3, checkpoint_every=0),
             eval=EvalConfig(batch_size=32, max_new_tokens=8),
             stage_dir=stage_dir, prev_stage_dir=stage_dirs[-1] if stage_dirs else None,
-            checkpoint_dir=Path(root) / "checkpoints" / f"stage-{index + 1}")
+            checkpoint_dir=Path(root) / "checkpoints" / f"stage-{index + 1}",
+            earlier_tasks=[by_name[n] for n in dict.fromkeys(n for stage in plan[:index] for n in stage)])
         run_stage(spec)
         stage_dirs.append(stage_dir)
     return stage_dirs

@@ -10,6 +10,8 @@ the stage's state and manifest and gets the result; the others get None.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 import random
 from pathlib import Path
@@ -59,6 +61,14 @@ def _fingerprint(spec: StageSpec, method: Method) -> dict[str, Any]:
     }
 
 
+def records_digest(records: list[dict]) -> str:
+    """sha256 of the records' canonical JSON: what a checkpoint trained on, whatever file it came from."""
+    digest = hashlib.sha256()
+    for record in records:
+        digest.update(json.dumps(record, sort_keys=True, default=str).encode("utf-8") + b"\n")
+    return digest.hexdigest()
+
+
 def _evaluate_all(model: nn.Module, loaded: LoadedModel, tasks: list[TaskData], cfg: EvalConfig, out_dir: Path, emit: EventFn,
                   check_stop: Callable[[], None]) -> dict[str, dict[str, Any]]:
     scores = {}
@@ -91,7 +101,10 @@ def run_stage(spec: StageSpec, on_event: EventFn | None = None,
     torch.manual_seed(seed)
     ctx = StageContext(spec=spec, processor=loaded.processor, device=loaded.device, dtype=loaded.dtype,
                        records=records)
+    own = records
     records = ctx.records = method.train_records(ctx)
+    if records is not own:  # a method changed the data (replay): resume only on the very same records
+        fingerprint["records"] = records_digest(records)
     model = method.prepare(loaded.model, ctx)
     recompute = enable_gradient_checkpointing(model, spec.train.gradient_checkpointing)
     ranks = f"{comm.world()} ranks ({spec.strategy}) of " if comm.world() > 1 else ""

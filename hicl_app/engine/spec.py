@@ -35,6 +35,8 @@ class StageSpec:
 
     `extra_tasks` holds the tasks a method's options name beyond the run's own (see
     `Method.needs_tasks`, e.g. LLaVA-c's pretraining captions), resolved by the worker.
+    `earlier_tasks` are the tasks the run's earlier stages trained on, in training order (never
+    the held-out general task), for a method that revisits their data (replay).
     """
 
     method: str
@@ -50,6 +52,7 @@ class StageSpec:
     prev_stage_dir: Path | None
     checkpoint_dir: Path
     extra_tasks: dict[str, TaskData] = field(default_factory=dict)
+    earlier_tasks: list[TaskData] = field(default_factory=list)
     #: how several ranks hold the model: "ddp" (replicated) or "fsdp" (sharded while training)
     strategy: str = "ddp"
 
@@ -82,6 +85,7 @@ def spec_from_json(data: dict[str, Any]) -> StageSpec:
     data["train_tasks"] = [TaskData(**t) for t in data["train_tasks"]]
     data["eval_tasks"] = [TaskData(**t) for t in data["eval_tasks"]]
     data["extra_tasks"] = {k: TaskData(**t) for k, t in data.get("extra_tasks", {}).items()}
+    data["earlier_tasks"] = [TaskData(**t) for t in data.get("earlier_tasks", [])]
     data["model"] = from_dict(ModelConfig, data["model"])
     data["train"] = from_dict(TrainConfig, data["train"])
     data["eval"] = from_dict(EvalConfig, data["eval"])

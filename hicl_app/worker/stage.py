@@ -68,6 +68,7 @@ def build_spec(catalog: Catalog, run: Run, stage: Stage):
     seen: list[str] = []
     for st in stages[: stage.index + 1]:
         seen += [n for n in st.train_tasks if n not in seen]
+    earlier = list(dict.fromkeys(n for st in stages[: stage.index] for n in st.train_tasks))
     eval_names = list(run.task_order) if cfg.get("eval_all") else [n for n in run.task_order if n in seen]
     eval_names = [n for n in eval_names if n in tasks]
     general = cfg.get("general_task")
@@ -89,6 +90,7 @@ def build_spec(catalog: Catalog, run: Run, stage: Stage):
         prev_stage_dir=prev_dir,
         checkpoint_dir=ckpt_dir,
         extra_tasks={n: data(n) for n in extra},
+        earlier_tasks=[data(n) for n in earlier],
         strategy=(cfg.get("launch") or {}).get("strategy") or "ddp",
     )
 

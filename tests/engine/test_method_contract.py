@@ -31,7 +31,8 @@ def _stage(base, tasks, root, method, plan, index, prev=None) -> StageSpec:
                      model=ModelConfig(str(base)),
                      train=TrainConfig(max_steps=STEPS, lr=1e-3, rank=4, alpha=8, checkpoint_every=2),
                      eval=EvalConfig(batch_size=16, max_new_tokens=4), stage_dir=root / f"stage-{index}",
-                     prev_stage_dir=prev, checkpoint_dir=root / "ckpt" / f"stage-{index}")
+                     prev_stage_dir=prev, checkpoint_dir=root / "ckpt" / f"stage-{index}",
+                     earlier_tasks=[tasks[n] for n in dict.fromkeys(n for stage in plan[:index] for n in stage)])
 
 
 @pytest.mark.parametrize("name", list(METHODS))

@@ -19,7 +19,7 @@ from .base import Method
 M = TypeVar("M", bound=type[Method])
 
 METHODS: dict[str, type[Method]] = {}
-BUILTIN = ("lora.seq_lora", "lora.joint", "llava_c.method", "hide.method")
+BUILTIN = ("lora.seq_lora", "lora.joint", "llava_c.method", "hide.method", "replay.method", "ewc.method", "lwf.method")
 ENTRY_POINTS = "hicl.methods"
 
 
