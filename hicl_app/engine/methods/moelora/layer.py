@@ -109,6 +109,7 @@ def wrap(model: nn.Module, config: MoEConfig) -> dict[str, MoELoraLinear]:
             raise EngineError(f"{path} is a {type(linear).__name__}, not a linear layer MoELoRA can wrap")
         module = MoELoraLinear(linear, config.experts, config.rank_per_expert, config.top_k, config.scale,
                                config.dropout)
+        module.train(linear.training)  # a new module is in training mode: keep an eval model's dropout off
         setattr(parent, leaf, module)
         out[path] = module
     return out
