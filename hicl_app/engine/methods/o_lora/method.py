@@ -14,10 +14,10 @@ A_s A_tᵀ, the official code as `abs(A_s @ A_tᵀ).sum()`). The second is the o
 Frobenius norms of the new factors, not squared.
 
 Defaults: λ₁ = 0.05, MCITlib's LLaVA setting, not the paper's 0.5. hicl tunes LLaVA-style models
-with LoRA on every linear of every decoder layer (MCITlib's setting), while 0.5 was set for T5 and
-LLaMA text tasks with LoRA on q and v alone: the penalty sums over the target modules, so with
-seven targets a layer instead of two the paper's 0.5 would weigh it about 3.5 times more than its
-authors did. λ₂ = 0, the official scripts' value (`--lambda-l2` turns it on).
+on visual instruction data with LoRA on every linear of every decoder layer, which is the setting
+MCITlib tuned its value in; the paper's 0.5 was set for T5 text-classification sequences. The
+penalty is a sum over the target modules, so it grows with their number and λ₁ does not carry
+over from one targeting to another. λ₂ = 0, the official scripts' value (`--lambda-l2` turns it on).
 
 The earlier tasks' LoRAs and the new one are PEFT adapters of one model, all active (PEFT sums
 the active adapters), the earlier ones frozen. A sum of t LoRAs of rank r is one LoRA of rank t·r
