@@ -5,7 +5,7 @@ ones):
 
     linear        Δ = Σ_i w_i Δ_i                                   (task arithmetic)
     ties          Δ = disjoint mean over i of w_i trim_k(Δ_i) where its sign agrees with
-                      the elected sign sign(Σ_i w_i trim_k(Δ_i))      (TIES-merging)
+                      the elected sign sign(Σ_i trim_k(Δ_i))          (TIES-merging)
     dare_linear   Δ = Σ_i w_i m_i ⊙ Δ_i / k,   m_i ~ Bernoulli(k)   (DARE)
     dare_ties     DARE's m_i ⊙ Δ_i / k in TIES' sign election and disjoint mean
 
