@@ -70,7 +70,7 @@ def test_moelora_gates_sum_to_one_and_top_k_keeps_k_experts():
 @pytest.fixture(scope="module")
 def small_tasks(cl_tasks, tmp_path_factory):
     root = tmp_path_factory.mktemp("small-tasks")
-    return {n: TaskData(n, cl_tasks[n].train_path, write_jsonl(root / f"{n}.jsonl", read_jsonl(cl_tasks[n].test_path)[:8]),
+    return {n: TaskData(n, cl_tasks[n].train_path, write_jsonl(root / f"{n}.jsonl", read_jsonl(cl_tasks[n].test_path)[:6]),
                         "exact") for n in ORDER}
 
 
@@ -80,8 +80,8 @@ def _run(method: str, base, tasks, root):
         spec = StageSpec(method=method, method_options=OPTIONS[method], stage_index=index, n_stages=2,
                          train_tasks=[tasks[name]], eval_tasks=[tasks[n] for n in ORDER[:index + 1]],
                          model=ModelConfig(str(base)),
-                         train=TrainConfig(max_steps=4, lr=2e-3, rank=4, alpha=8, checkpoint_every=0, seed=3),
-                         eval=EvalConfig(batch_size=8, max_new_tokens=3), stage_dir=root / f"stage-{index}",
+                         train=TrainConfig(max_steps=3, lr=3e-3, rank=4, alpha=8, checkpoint_every=0, seed=3),
+                         eval=EvalConfig(batch_size=6, max_new_tokens=3), stage_dir=root / f"stage-{index}",
                          prev_stage_dir=prev, checkpoint_dir=root / "ckpt" / f"stage-{index}")
         stages.append((spec, run_stage(spec)))
         prev = spec.stage_dir
@@ -120,7 +120,7 @@ def test_each_run_fills_the_matrix_and_its_export_loads_as_documented(two_stages
     name, stages = two_stages
     (first, r0), (last, r1) = stages
     assert set(r0.scores) == {"color"} and set(r1.scores) == set(ORDER)
-    assert all(r1.scores[t]["n"] == 8 for t in ORDER)
+    assert all(r1.scores[t]["n"] == 6 for t in ORDER)
     method = get_method(name, OPTIONS[name])
     exported = method.export(last.stage_dir)
     batch = _inputs(_base(tiny_base_dir), read_jsonl(small_tasks["bg"].test_path)[:4])
