@@ -19,7 +19,8 @@ from .base import Method
 M = TypeVar("M", bound=type[Method])
 
 METHODS: dict[str, type[Method]] = {}
-BUILTIN = ("lora.seq_lora", "lora.joint", "llava_c.method", "hide.method", "replay.method", "ewc.method", "lwf.method")
+BUILTIN = ("lora.seq_lora", "lora.joint", "llava_c.method", "hide.method", "replay.method", "ewc.method", "lwf.method",
+           "o_lora.method", "moelora.method", "merge.method")
 ENTRY_POINTS = "hicl.methods"
 
 

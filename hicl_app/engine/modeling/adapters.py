@@ -41,20 +41,26 @@ def load_lora(model: nn.Module, adapter_dir: str | os.PathLike, trainable: bool 
         raise EngineError(f"cannot load the adapter in {adapter_dir}: {type(exc).__name__}: {exc}") from exc
 
 
-def save_adapter(model: nn.Module, adapter_dir: str | os.PathLike) -> dict[str, str]:
+def save_adapter(model: nn.Module, adapter_dir: str | os.PathLike, adapter: str | None = None) -> dict[str, str]:
     """Write the PEFT adapter to a staging folder, fsync, rename over `adapter_dir`.
 
+    `adapter` names one adapter of a model that holds several (PEFT would write a named one into
+    a sub-folder of its own); it is then saved alone, as a plain adapter folder.
     Returns {file name: sha256} of what was written.
     """
     adapter_dir = Path(adapter_dir)
     stage = staging_dir(adapter_dir)
     try:
-        model.save_pretrained(stage)
-        hashes = {p.name: sha256_file(p) for p in sorted(stage.iterdir()) if p.is_file()}
-        publish_dir(stage, adapter_dir)
-    except BaseException:
+        if adapter is None:
+            model.save_pretrained(stage)
+            written = stage
+        else:
+            model.save_pretrained(stage, selected_adapters=[adapter])
+            written = stage if adapter == "default" else stage / adapter
+        hashes = {p.name: sha256_file(p) for p in sorted(written.iterdir()) if p.is_file()}
+        publish_dir(written, adapter_dir)
+    finally:
         shutil.rmtree(stage, ignore_errors=True)
-        raise
     return hashes
 
 
