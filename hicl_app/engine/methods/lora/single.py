@@ -40,3 +40,12 @@ class SingleLora(Method):
         from ...modeling.adapters import load_lora
 
         return load_lora(base, Path(stage_dir) / ADAPTER)
+
+
+class BuiltAdapterLora(SingleLora):
+    """A method whose answering adapter is built at save time from several LoRAs (o-lora's sum,
+    merge's merge): evaluation loads the saved adapter on the plain base, so the scored model is
+    the very one `load` and the export give."""
+
+    def eval_model(self, model: nn.Module, ctx: StageContext) -> nn.Module:
+        return self.load(model.unload(), ctx.stage_dir)

@@ -32,7 +32,8 @@ from typing import TYPE_CHECKING, Any
 
 from ...errors import EngineError
 from .. import register
-from ..base import Export, Method, StageContext, _existing
+from ..base import Export, StageContext, _existing
+from ..lora.single import BuiltAdapterLora
 from .options import MergeOptions
 
 if TYPE_CHECKING:
@@ -53,7 +54,7 @@ def merge_seed(seed: int, stage_index: int) -> int:
 
 
 @register
-class Merge(Method):
+class Merge(BuiltAdapterLora):
     """Adapter merging: a LoRA per task from the base, merged by task arithmetic, TIES or DARE (PEFT)."""
 
     name = "merge"
@@ -128,15 +129,6 @@ class Merge(Method):
                                                     "space": self.options.merge_space, **how})
         files[RECORD] = sha256_file(spec.stage_dir / RECORD)
         return files
-
-    def eval_model(self, model: nn.Module, ctx: StageContext) -> nn.Module:
-        """The saved merged adapter on the plain base: the very model `load` and the export give."""
-        return self.load(model.unload(), ctx.stage_dir)
-
-    def load(self, base: nn.Module, stage_dir: Path) -> nn.Module:
-        from ...modeling.adapters import load_lora
-
-        return load_lora(base, Path(stage_dir) / ADAPTER)
 
     def export(self, stage_dir: Path) -> Export:
         files = _existing(stage_dir, [f"{ADAPTER}/adapter_config.json", f"{ADAPTER}/adapter_model.safetensors"])

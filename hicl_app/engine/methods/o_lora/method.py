@@ -38,7 +38,8 @@ from typing import TYPE_CHECKING
 
 from ...errors import EngineError
 from .. import register
-from ..base import Export, Method, StageContext, _existing
+from ..base import Export, StageContext, _existing
+from ..lora.single import BuiltAdapterLora
 from .options import OLoraOptions
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ SUM = "o-lora-sum"
 
 
 @register
-class OLora(Method):
+class OLora(BuiltAdapterLora):
     """O-LoRA: a new LoRA per task, orthogonal to the earlier tasks' LoRAs, all of them summed."""
 
     name = "o-lora"
@@ -118,15 +119,6 @@ class OLora(Method):
         finally:
             model.delete_adapter(SUM)
         return files
-
-    def eval_model(self, model: nn.Module, ctx: StageContext) -> nn.Module:
-        """The saved sum on the plain base: the very model `load` and the exported adapter give."""
-        return self.load(model.unload(), ctx.stage_dir)
-
-    def load(self, base: nn.Module, stage_dir: Path) -> nn.Module:
-        from ...modeling.adapters import load_lora
-
-        return load_lora(base, Path(stage_dir) / ADAPTER)
 
     def export(self, stage_dir: Path) -> Export:
         files = _existing(stage_dir, [f"{ADAPTER}/adapter_config.json", f"{ADAPTER}/adapter_model.safetensors"])
