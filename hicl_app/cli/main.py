@@ -3,24 +3,41 @@
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 
 import click
 
 from .. import __version__
-from ..core.errors import HiclError
+from ..core.errors import EXIT_INVALID_INPUT, HiclError
 from ..core.settings import Settings
 from .context import AppContext
 
 
 class HiclGroup(click.Group):
-    """Turns a HiclError into a clear message on stderr and its named exit code."""
+    """Turns a HiclError into a clear message on stderr and its named exit code, and gives
+    Click's own usage errors (an unknown option, a bad option value, a missing argument: input
+    errors like any other) the invalid-input exit code instead of Click's 2."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        with _usage_is_invalid_input():
+            return super().make_context(info_name, args, parent=parent, **extra)
 
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
+            with _usage_is_invalid_input():
+                return super().invoke(ctx)
         except HiclError as exc:
             click.echo(f"error: {exc.render()}", err=True)
             ctx.exit(exc.exit_code)
+
+
+@contextmanager
+def _usage_is_invalid_input():
+    try:
+        yield
+    except click.UsageError as exc:
+        exc.exit_code = EXIT_INVALID_INPUT
+        raise
 
 
 @click.group(cls=HiclGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -32,7 +49,8 @@ def cli(ctx: click.Context, home: str | None) -> None:
     """Continual instruction tuning of multimodal LLMs: tasks, runs, metrics, adapters.
 
     \b
-    Exit codes: 0 ok, 1 failure, 2 usage, 3 invalid input, 4 not found, 5 conflict.
+    Exit codes: 0 ok, 1 failure (a job or run failed), 3 invalid input (a bad option, value,
+    argument or file), 4 not found, 5 conflict.
     """
     ctx.obj = AppContext(Settings.resolve(home))
 

@@ -9,11 +9,12 @@ import click
 from ..core.errors import InvalidInput
 from ..engine.config import EvalConfig, TrainConfig
 from ..services.run_config import default, run_config
+from ..services.run_defaults import DEFAULTS_HELP, PRESETS, TINY, TINY_PARAMS
 from .context import AppContext, pass_app
 from .output import emit_json, fmt_num, info, table
 
 #: run-level option names of `run start`; a method option of the same name gets a `--METHOD-` prefix
-RUN_FLAGS = ("method", "tasks", "base", "name", "rank", "alpha", "dropout", "lr", "epochs", "max_steps", "batch_size",
+RUN_FLAGS = ("method", "tasks", "base", "name", "preset", "rank", "alpha", "dropout", "lr", "epochs", "max_steps", "batch_size",
              "grad_accum", "warmup_ratio", "seed", "checkpoint_every", "gradient_checkpointing", "eval_batch_size", "max_new_tokens",
              "eval_all", "device", "dtype", "nproc", "strategy", "launcher_args", "option", "wait", "no_worker", "json")
 #: flag dest -> (option name, the methods that declare it)
@@ -91,24 +92,32 @@ def run() -> None:
 @click.option("--tasks", "task_list", required=True, help="Comma-separated task names, in training order.")
 @click.option("--base", required=True, help="Base model: a local folder or a hub id (image-text-to-text).")
 @click.option("--name", help="A name for the run (default: method + tasks).")
-@click.option("--rank", type=int, default=default(TrainConfig, "rank"), show_default=True, help="LoRA rank.")
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), help="Start from a named set of settings; the flags given "
+                                                                  "win. demo: `hicl demo`'s settings.")
+@click.option("--rank", type=int, help=f"LoRA rank (default {default(TrainConfig, 'rank')}).")
 @click.option("--alpha", type=float, help="LoRA alpha (default 2 x rank).")
-@click.option("--dropout", type=float, default=default(TrainConfig, "dropout"), show_default=True,
-              help="LoRA dropout (0 makes --nproc N follow the --nproc 1 trajectory exactly).")
-@click.option("--lr", type=float, default=default(TrainConfig, "lr"), show_default=True)
-@click.option("--epochs", type=click.IntRange(1), default=default(TrainConfig, "epochs"), show_default=True)
+@click.option("--dropout", type=float, help=f"LoRA dropout (default {default(TrainConfig, 'dropout')}; 0 makes "
+                                             "--nproc N follow the --nproc 1 trajectory exactly).")
+@click.option("--lr", type=float, help=f"Learning rate (default {default(TrainConfig, 'lr')}; {TINY['lr']} for a base "
+                                       f"under {TINY_PARAMS // 1_000_000}M parameters).")
+@click.option("--epochs", type=click.IntRange(1), help=f"Epochs per stage (default {default(TrainConfig, 'epochs')}; "
+                                                      f"{TINY['epochs']} for a base under {TINY_PARAMS // 1_000_000}M "
+                                                      "parameters).")
 @click.option("--max-steps", type=int, help="Optimizer steps per stage (overrides --epochs).")
-@click.option("--batch-size", type=int, default=default(TrainConfig, "batch_size"), show_default=True)
-@click.option("--grad-accum", type=int, default=default(TrainConfig, "grad_accum"), show_default=True)
-@click.option("--warmup-ratio", type=float, default=default(TrainConfig, "warmup_ratio"), show_default=True)
-@click.option("--seed", type=int, default=default(TrainConfig, "seed"), show_default=True)
-@click.option("--checkpoint-every", type=int, default=default(TrainConfig, "checkpoint_every"), show_default=True,
-              help="Steps between checkpoints.")
+@click.option("--batch-size", type=int, help=f"Global batch size (default {default(TrainConfig, 'batch_size')}).")
+@click.option("--grad-accum", type=int, help=f"Gradient accumulation steps (default {default(TrainConfig, 'grad_accum')}).")
+@click.option("--warmup-ratio", type=float, help=f"Share of the steps with a rising lr (default "
+                                                 f"{default(TrainConfig, 'warmup_ratio')}; {TINY['warmup_ratio']} for a "
+                                                 f"base under {TINY_PARAMS // 1_000_000}M parameters).")
+@click.option("--seed", type=int, help=f"Random seed (default {default(TrainConfig, 'seed')}).")
+@click.option("--checkpoint-every", type=int,
+              help=f"Steps between checkpoints (default {default(TrainConfig, 'checkpoint_every')}).")
 @click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=None,
               help="Recompute decoder activations in the backward pass: less memory, more compute "
                    "(default: on for models above 1B parameters).")
-@click.option("--eval-batch-size", type=int, default=default(EvalConfig, "batch_size"), show_default=True)
-@click.option("--max-new-tokens", type=int, default=default(EvalConfig, "max_new_tokens"), show_default=True)
+@click.option("--eval-batch-size", type=int, help=f"Evaluation batch size (default {default(EvalConfig, 'batch_size')}).")
+@click.option("--max-new-tokens", type=int, help=f"Longest generated answer, in tokens (default "
+                                                 f"{default(EvalConfig, 'max_new_tokens')}).")
 @click.option("--eval-all", is_flag=True, help="Evaluate every task after every stage (forward transfer).")
 @click.option("--device", help="cuda, cpu, cuda:1 ... (default: CUDA if available).")
 @click.option("--dtype", type=click.Choice(["bfloat16", "float16", "float32"]), help="Default: bfloat16 on CUDA, float32 on CPU.")
@@ -123,33 +132,44 @@ def run() -> None:
 @method_flags
 @click.option("--wait", is_flag=True, help="Run the stages here, in the foreground, until the run ends.")
 @click.option("--no-worker", is_flag=True, help="Do not start a background worker (run `hicl worker` yourself).")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print {run_id, name, status, config} (with --wait: when the run ends).")
 @pass_app
-def run_start(app: AppContext, method, task_list, base, name, rank, alpha, dropout, lr, epochs, max_steps, batch_size,
+def run_start(app: AppContext, method, task_list, base, name, preset, rank, alpha, dropout, lr, epochs, max_steps, batch_size,
               grad_accum, warmup_ratio, seed, checkpoint_every, gradient_checkpointing, eval_batch_size, max_new_tokens, eval_all,
               device, dtype, nproc, strategy, launcher_args, options, wait, no_worker, as_json, **method_opts) -> None:
-    """Record a run and queue one job per stage; prints the run id.
+    """Record a run and queue one job per stage; prints the run id and the resolved settings.
 
-    Method options come as flags (`--fusion sum`) or as `-o KEY=VALUE`; a flag wins.
+    Method options come as flags (`--fusion sum`) or as `-o KEY=VALUE`; a flag wins. The base is
+    found (folder, Hugging Face cache, or the hub) before anything is queued.
+
+    {defaults}
     """
+    from ..services.base_model import resolve_base
     from ..services.launch import start_run
     from ..services.method_options import parse_pairs
+    from ..services.run_defaults import defaults_for, merge
 
+    found = resolve_base(base)
+    train_defaults, eval_defaults, source = defaults_for(found, preset)
     config = run_config(
-        train={"rank": rank, "alpha": alpha, "dropout": dropout, "lr": lr, "epochs": epochs, "max_steps": max_steps,
-               "batch_size": batch_size, "grad_accum": grad_accum, "warmup_ratio": warmup_ratio, "seed": seed,
-               "checkpoint_every": checkpoint_every, "gradient_checkpointing": gradient_checkpointing},
-        eval={"batch_size": eval_batch_size, "max_new_tokens": max_new_tokens},
+        train=merge({"rank": rank, "alpha": alpha, "dropout": dropout, "lr": lr, "epochs": epochs, "max_steps": max_steps,
+                     "batch_size": batch_size, "grad_accum": grad_accum, "warmup_ratio": warmup_ratio, "seed": seed,
+                     "checkpoint_every": checkpoint_every, "gradient_checkpointing": gradient_checkpointing},
+                    train_defaults),
+        eval=merge({"batch_size": eval_batch_size, "max_new_tokens": max_new_tokens}, eval_defaults),
         model={"device": device, "dtype": dtype},
         method_options={**parse_pairs(options), **_flag_options(method_opts, method)}, eval_all=eval_all,
         nproc=nproc, launcher_args=launcher_args, strategy=strategy)
     tasks = [t.strip() for t in task_list.split(",") if t.strip()]
-    run_row = start_run(app.catalog, method=method, tasks=tasks, base=base, name=name, config=config)
+    config["defaults"] = source
+    run_row = start_run(app.catalog, method=method, tasks=tasks, base=found, name=name, config=config)
     if as_json and not wait:
-        emit_json({"run_id": run_row.id, "name": run_row.name, "status": run_row.status})
+        emit_json({"run_id": run_row.id, "name": run_row.name, "status": run_row.status, "config": config})
     elif not as_json:
         click.echo(run_row.id)
         info(f"run {run_row.id} ({run_row.name}) queued; `hicl jobs` and `hicl run show {run_row.id}` follow it")
+        for line in config_lines(config):
+            info(f"  {line}")
     if not wait:
         from .jobs import ensure_worker
 
@@ -157,9 +177,35 @@ def run_start(app: AppContext, method, task_list, base, name, rank, alpha, dropo
     if wait:
         status = wait_for_run(app, run_row.id)
         if as_json:
-            emit_json({"run_id": run_row.id, "name": run_row.name, "status": status})
+            emit_json({"run_id": run_row.id, "name": run_row.name, "status": status, "config": config})
         if status != "completed":
             sys.exit(1)
+
+
+run_start.help = run_start.help.format(defaults=DEFAULTS_HELP)
+
+
+def config_lines(config: dict) -> list[str]:
+    """The settings a run recorded, as `run start` and `run show` print them."""
+    t, e = config.get("train") or {}, config.get("eval") or {}
+    steps = f"{t.get('max_steps')} steps" if t.get("max_steps") else f"{t.get('epochs')} epoch(s)"
+    lines = [f"train: {steps} a stage, lr {t.get('lr'):g}, batch {t.get('batch_size')} x {t.get('grad_accum')} accum, "
+             f"warmup {t.get('warmup_ratio'):g}, LoRA rank {t.get('rank')} alpha {t.get('alpha'):g} dropout "
+             f"{t.get('dropout'):g}, seed {t.get('seed')}, checkpoint every {t.get('checkpoint_every')} steps"
+             if t else "train: —",
+             f"eval: batch {e.get('batch_size')}, up to {e.get('max_new_tokens')} new tokens, "
+             + ("every task after every stage" if config.get("eval_all") else "the tasks trained so far")
+             + (f", general task {config['general_task']}" if config.get("general_task") else "")]
+    options = config.get("method_options") or {}
+    lines.append("method options: " + (", ".join(f"{k}={v}" for k, v in options.items()) or "the method's defaults"))
+    model, launch = config.get("model") or {}, config.get("launch") or {}
+    where = [f"device {model.get('device') or 'auto'}", f"dtype {model.get('dtype') or 'auto'}"]
+    if launch:
+        where.append(" ".join(f"{k} {' '.join(v) if isinstance(v, list) else v}" for k, v in launch.items()))
+    lines.append("model: " + ", ".join(where))
+    if config.get("defaults"):
+        lines.append(f"unset values from: {config['defaults']}")
+    return lines
 
 
 def wait_for_run(app: AppContext, run_id: int) -> str:
@@ -312,7 +358,10 @@ def run_show(app: AppContext, run_ref: str, as_json: bool) -> None:
     click.echo(f"run {data['id']} {data['name']}: {data['method']} on {data['base_model']} — {data['status']}")
     if data["error"]:
         click.echo(f"error: {data['error']}")
-    click.echo(f"tasks: {' → '.join(data['task_order'])}\n")
+    click.echo(f"tasks: {' → '.join(data['task_order'])}")
+    for line in config_lines(data["config"] or {}):
+        click.echo(line)
+    click.echo("")
     click.echo(table(["stage", "trains on", "status", "steps", "progress"],
                      [[st["index"], ",".join(st["train_tasks"]), st["status"], st["steps"], st["progress"]]
                       for st in data["stages"]]))
