@@ -16,11 +16,13 @@ def ensure_worker(app: AppContext, no_worker: bool) -> None:
     """Start a background worker for this workspace unless one is alive (or `no_worker`)."""
     if no_worker:
         return
-    from ..worker.daemon import start_background_worker
+    from ..worker.daemon import live_workers, start_background_worker
 
     started = start_background_worker(app.settings)
     if started is None:
-        info("a worker is already running for this workspace")
+        n = live_workers(app.settings)
+        info(f"{n} worker{'s are' if n > 1 else ' is'} already running for this workspace and will train it"
+             if n else "a worker is already running for this workspace")
     else:
         info(f"started a background worker (pid {started.pid}; output in {started.log})")
 

@@ -32,9 +32,15 @@ def worker(app: AppContext, once: bool, max_jobs: int | None, idle_exit: float |
     def on_end(job, status):
         info(f"job {job.id} {status}")
 
+    from ..worker.daemon import live_workers
+
+    others = live_workers(app.settings)
     w = Worker(app.catalog, isolate=True, lease_seconds=lease_seconds, on_job=lambda job: info(job_label(job)),
                on_end=on_end, nproc=nproc)
     info(f"worker {w.owner} on {app.settings.home}")
+    if others:
+        info(f"{others} other worker{'s are' if others > 1 else ' is'} alive on this workspace: workers share the "
+             "queue, each job runs once on whichever claims it first; this one takes the next queued job")
     if once:
         max_jobs, idle_exit = 1, 0.0
     try:

@@ -21,6 +21,7 @@ from ..catalog.runs import add_event, scores_of, stages_of, upsert_score
 from ..catalog.tasks import get_task, missing_images
 from ..core.errors import HiclError
 from .context import LEASE, JobContext
+from .log_lines import LogLines
 
 
 class PreflightError(HiclError):
@@ -102,10 +103,14 @@ class _Reporter:
         self.points: list[CurvePoint] = []
         self.progress: dict | None = None
         self.last_flush = 0.0
+        self.lines = LogLines()
 
     def __call__(self, event: dict) -> None:
         kind = event.get("type")
         boundary = False
+        line = self.lines.line(event)
+        if line:
+            self.ctx.say(line)
         if kind == "loss":
             step = int(event["step"])
             for name in ("loss", "lr"):
@@ -117,8 +122,6 @@ class _Reporter:
             boundary = self.progress.get("step") == self.progress.get("total")
             if self.ctx.on_progress:
                 self.ctx.on_progress(self.stage, self.progress)
-        elif kind in ("log", "checkpoint", "eval"):
-            self.ctx.say(f"{kind}: {event.get('message', event)}")
         elif kind == "before_checkpoint":
             boundary = True
         if boundary or time.monotonic() - self.last_flush >= self.every:

@@ -149,3 +149,16 @@ def test_metrics_of_a_run_in_progress(cli, home, tmp_path, task_a):
     help_text = cli("metrics", "--help").stdout
     for key in ("mft", "tasks", "zero_shot", "general", "rows_complete", "in_progress"):
         assert key in help_text
+
+
+def test_a_second_worker_says_how_many_are_alive(cli, home):
+    from hicl_app.core.settings import Settings
+    from hicl_app.worker.daemon import Liveness, live_workers
+
+    settings = Settings.resolve(home)
+    assert cli("worker", "--once").stderr.count("other worker") == 0  # alone: no word
+    with Liveness(settings), Liveness(settings):  # two live workers (the locks a worker holds)
+        assert live_workers(settings) == 2
+        res = cli("worker", "--once")
+        assert res.exit_code == 0 and "2 other workers are alive on this workspace: workers share the queue" in res.stderr
+    assert live_workers(settings) == 0 and not list((home / "workers").glob("*.lock"))
