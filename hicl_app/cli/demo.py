@@ -66,7 +66,9 @@ def _pretrain_progress(total: int):
 @click.option("--ceilings", is_flag=True, help="Also train each task alone and print its single-task ceiling.")
 @click.option("--workers", type=click.IntRange(0), default=0, show_default=True,
               help="Worker processes running the methods side by side (0: one per CPU core, at most one per method).")
-@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help="{tasks, general, base, runs: {METHOD: what `run show --json` prints, plus wall_s}, wall_s; with "
+                   "--ceilings also ceilings: {task: score} and chance: {task: score or null}}.")
 @pass_app
 def demo(app: AppContext, home, methods, n_tasks, seed, quick, ceilings, workers, as_json) -> None:
     """Run every method on the built-in benchmark and compare them (CPU, nothing downloaded)."""

@@ -44,7 +44,10 @@ def _note(j: dict) -> str:
 
 @click.group("jobs", invoke_without_command=True)
 @click.option("--all", "show_all", is_flag=True, help="Every job, not only active and the 20 last finished.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True,
+              help="[{id, kind, run_id, stage_index (0-based), status, attempts, max_attempts, progress: {step, total, "
+                   "loss, lr, samples_per_s, eta_s}, cancel_requested, lease_owner, lease_expires_at, error, log_path, "
+                   "created_at, started_at, finished_at}].")
 @click.pass_context
 def jobs(ctx: click.Context, show_all: bool, as_json: bool) -> None:
     """Queued and running jobs with their progress (step/total, loss, samples/s, ETA), then the
@@ -64,7 +67,8 @@ def jobs(ctx: click.Context, show_all: bool, as_json: bool) -> None:
     out = []
     for j in rows:
         p = j["progress"]
-        what = f"run {j['run_id']} · stage {j['stage_index']}" if j["kind"] == "stage" else j["kind"]
+        what = (f"run {j['run_id']} · stage {j['stage_index'] + 1}" if j["kind"] == "stage" and j["stage_index"] is not None
+                else j["kind"])
         step = f"{p['step']}/{p.get('total', '?')}" if "step" in p else ""
         out.append([j["id"], what, j["status"], f"{j['attempts']}/{j['max_attempts']}", step,
                     fmt_num(p.get("loss"), 3), fmt_num(p.get("samples_per_s"), 1),

@@ -213,6 +213,7 @@ def wait_for_run(app: AppContext, run_id: int) -> str:
     from ..catalog import queue
     from ..catalog.models import Run
     from ..worker.loop import Worker
+    from .worker import job_label
 
     tty = sys.stderr.isatty()
     on_progress = progress_printer()
@@ -220,7 +221,7 @@ def wait_for_run(app: AppContext, run_id: int) -> str:
     def on_job(job):
         if tty:
             click.echo("", err=True)
-        info(f"job {job.id}: run {job.run_id} stage {job.payload.get('stage_index')}")
+        info(job_label(job))
 
     worker = Worker(app.catalog, on_progress=on_progress, on_job=on_job, poll=0.5, isolate=True)
     worker.run(until=lambda: queue.runnable_jobs(app.catalog, run_id) == 0)
@@ -259,7 +260,9 @@ def run_resume(app: AppContext, run_ref: str, wait: bool, no_worker: bool) -> No
 
 @run.command("methods")
 @click.argument("name", required=False)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True,
+              help="Without NAME: [{name, summary, options (how many)}]; with NAME: {name, summary, reference, "
+                   "documentation, options: [{name, flag, kind, choices, default, help}]}.")
 def run_methods(name: str | None, as_json: bool) -> None:
     """List the methods, or describe one: what it does, its equations, its options and defaults."""
     from ..engine.methods import METHODS, get_method
@@ -310,7 +313,7 @@ def progress_printer():
         width = 24
         filled = int(width * step / total) if total else 0
         eta = p.get("eta_s")
-        line = (f"\rstage {stage.index} [{'#' * filled}{'.' * (width - filled)}] {step}/{total} "
+        line = (f"\rstage {stage.index + 1} [{'#' * filled}{'.' * (width - filled)}] {step}/{total} "
                 f"loss {fmt_num(p.get('loss'), 3)} {fmt_num(p.get('samples_per_s'), 1)} samples/s"
                 f"{f' eta {eta:.0f}s' if eta is not None else ''}")
         click.echo(line.ljust(90), err=True, nl=False)
@@ -319,7 +322,9 @@ def progress_printer():
 
 
 @click.command("runs")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True,
+              help="[{id, name, method, status, stages, stages_done, created_at, metrics: {mft, last, avg, bwt, "
+                   "forgetting, fwt}}], newest first.")
 @pass_app
 def runs(app: AppContext, as_json: bool) -> None:
     """List runs, newest first, with their stage progress and Avg/Last so far."""
@@ -341,7 +346,13 @@ def runs(app: AppContext, as_json: bool) -> None:
 
 @run.command("show")
 @click.argument("run_ref")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True,
+              help="{id, name, method, base_model, status, error, task_order, config (what `run start` printed), env, "
+                   "created_at, started_at, finished_at, stages: [{index, train_tasks, status, steps, job_id, "
+                   "job_status, progress, error}], adapters: [{stage_index, path, sha256, size_bytes, files}], "
+                   "pushes: [{id, stage_index, repo_id, endpoint, revision, commit_oid, commit_url, tag, private, "
+                   "files, created_at}], matrix, zero_shot, metrics, general}. index and stage_index are 0-based "
+                   "positions (stage index + 1 is the stage the text output shows).")
 @pass_app
 def run_show(app: AppContext, run_ref: str, as_json: bool) -> None:
     """Stages, jobs, adapters, the accuracy matrix and the metrics of a run."""
@@ -363,16 +374,17 @@ def run_show(app: AppContext, run_ref: str, as_json: bool) -> None:
         click.echo(line)
     click.echo("")
     click.echo(table(["stage", "trains on", "status", "steps", "progress"],
-                     [[st["index"], ",".join(st["train_tasks"]), st["status"], st["steps"], st["progress"]]
+                     [[st["index"] + 1, ",".join(st["train_tasks"]), st["status"], st["steps"], st["progress"]]
                       for st in data["stages"]]))
     if data["adapters"]:
         click.echo("")
         click.echo(table(["stage", "adapter", "size", "sha256"],
-                         [[a["stage_index"], a["path"], _size(a["size_bytes"]), a["sha256"][:16]] for a in data["adapters"]]))
+                         [["" if a["stage_index"] is None else a["stage_index"] + 1, a["path"], _size(a["size_bytes"]),
+                           a["sha256"][:16]] for a in data["adapters"]]))
     if data["pushes"]:
         click.echo("\npushed to the hub:")
         click.echo(table(["stage", "repo", "revision", "tag", "commit", "url"],
-                         [[p["stage_index"], p["repo_id"], p["revision"], p["tag"] or "", p["commit_oid"][:12],
+                         [[p["stage_index"] + 1, p["repo_id"], p["revision"], p["tag"] or "", p["commit_oid"][:12],
                            p["commit_url"]] for p in data["pushes"]]))
     click.echo("\naccuracy matrix (row = after training stage, column = task):")
     click.echo(format_table(data["task_order"], data["matrix"]))

@@ -10,7 +10,8 @@ from .output import info
 
 def job_label(job) -> str:
     if job.kind == "stage":
-        return f"job {job.id}: run {job.run_id} stage {job.payload.get('stage_index')}"
+        index = job.payload.get("stage_index")
+        return f"job {job.id}: run {job.run_id} stage {index + 1 if isinstance(index, int) else '?'}"
     return f"job {job.id}: {job.kind}"
 
 

@@ -189,7 +189,7 @@ def run_stage_job(ctx: JobContext) -> str:
             return run, stage
 
     run, stage = queue.with_busy_retry(begin)
-    ctx.say(f"job {job.id}: run {run.id} stage {stage.index} ({run.method}, train on "
+    ctx.say(f"job {job.id}: run {run.id} stage {stage.index + 1} ({run.method}, train on "
             f"{', '.join(stage.train_tasks)}), attempt {job.attempts}")
     spec = build_spec(catalog, run, stage)
     reporter = _Reporter(ctx, stage)
@@ -277,7 +277,7 @@ def _record_result(ctx: JobContext, run: Run, stage: Stage, spec, result) -> Non
         if stage.index == spec.n_stages - 1:
             r.status, r.finished_at = "completed", utcnow()
         s.add(r)
-        add_event(s, f"stage {stage.index} done: " + ", ".join(f"{k} {v['score']:.1f}" for k, v in result.scores.items()),
+        add_event(s, f"stage {stage.index + 1} done: " + ", ".join(f"{k} {v['score']:.1f}" for k, v in result.scores.items()),
                   run_id=run.id, job_id=ctx.job.id)
 
 

@@ -162,3 +162,33 @@ def test_a_second_worker_says_how_many_are_alive(cli, home):
         res = cli("worker", "--once")
         assert res.exit_code == 0 and "2 other workers are alive on this workspace: workers share the queue" in res.stderr
     assert live_workers(settings) == 0 and not list((home / "workers").glob("*.lock"))
+
+
+def _keys(data) -> set[str]:
+    """Every key of a --json output: the top level, and the dicts in its lists and dicts one level down."""
+    rows = data if isinstance(data, list) else [data]
+    keys: set[str] = set()
+    for row in rows:
+        if not isinstance(row, dict):
+            continue
+        keys |= set(row)
+        for name, value in row.items():
+            if name in ("config", "env", "files", "progress", "details", "metrics", "general"):
+                continue  # documented as a whole (their own keys are the run's settings, file names...)
+            if isinstance(value, list) and value and isinstance(value[0], dict):
+                keys |= set(value[0])
+    return keys
+
+
+def test_every_json_key_is_in_the_help(cli, tmp_path, task_a):
+    base = fake_base(tmp_path / "tiny", (10, 10))
+    assert cli("run", "start", "--method", "seq-lora", "--tasks", "a", "--base", base, "--no-worker").exit_code == 0
+    for command in (["tasks"], ["task", "show", "a"], ["runs"], ["run", "show", "1"], ["run", "methods"],
+                    ["run", "methods", "hide"], ["metrics", "1"], ["jobs"], ["init"]):
+        out = cli(*command, "--json")
+        assert out.exit_code == 0, (command, out.output)
+        words = set(cli(*command[:2] if command[0] in ("task", "run") else command[:1], "--help").stdout
+                    .replace(",", " ").replace("{", " ").replace("}", " ").replace("[", " ").replace("]", " ")
+                    .replace(":", " ").replace("(", " ").replace(")", " ").replace(".", " ").split())
+        missing = _keys(json.loads(out.stdout)) - words
+        assert not missing, (command, missing)
