@@ -139,15 +139,14 @@ def fmt_signed(value: float | None, digits: int = 1) -> str:
 
 
 def column_scales(rows: list[list[float | None]]) -> list[tuple[float, float]]:
-    """Per column, the colour scale 0..its best score: a task is judged against what it
-    reached, so a 48% task beside a caption task scoring 180 is not drawn as a failure."""
+    """Per column, the colour scale from half its best score (red, and anything below) to its
+    best (green): a task is judged against what it reached, so a 48% task beside a caption task
+    scoring 180 is not drawn as a failure, and a drop to 3/4 of the best shows as amber."""
     width = max((len(r) for r in rows), default=0)
     scales = []
     for j in range(width):
-        values = [r[j] for r in rows if j < len(r) and r[j] is not None]
-        best = max(values, default=0.0)
-        low = min(0.0, min(values, default=0.0))
-        scales.append((low, best) if best > low else (low, low + 1.0))
+        best = max((r[j] for r in rows if j < len(r) and r[j] is not None), default=0.0)
+        scales.append((best / 2, best) if best > 0 else (best - 1.0, best))
     return scales
 
 

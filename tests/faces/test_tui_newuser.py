@@ -39,7 +39,8 @@ def test_fit_columns_keeps_the_important_columns_whole():
 def test_a_change_that_rounds_to_zero_has_no_sign_and_each_column_has_its_scale():
     assert fmt_signed(-0.0) == "0.0" and fmt_signed(-0.04) == "0.0" and fmt_signed(-1.25) == "-1.2"
     assert fmt_signed(2.0) == "+2.0" and fmt_signed(None) == "—"
-    assert column_scales([[48.0, None], [40.0, 180.0]]) == [(0.0, 48.0), (0.0, 180.0)]
+    assert column_scales([[48.0, None], [40.0, 180.0]]) == [(24.0, 48.0), (90.0, 180.0)]
+    assert column_scales([[0.0]]) == [(-1.0, 0.0)]
 
 
 @pytest.mark.parametrize("size", [(80, 24), (120, 35)])
@@ -111,7 +112,7 @@ async def test_run_matrix_counts_stages_from_1_and_colours_each_column(demo):
         shown = ([detail["zero_shot"]] if detail["zero_shot"] else []) + detail["matrix"]
         scales = app.screen.query_one("#matrix-table")._shown[1]["scales"]
         assert scales == column_scales(shown) and len(scales) == len(detail["task_order"])
-        assert all(lo == 0.0 and hi == max(r[j] for r in shown if r[j] is not None)
+        assert all(hi == max(r[j] for r in shown if r[j] is not None) and lo == hi / 2
                    for j, (lo, hi) in enumerate(scales))  # each task against its own best
 
 

@@ -13,8 +13,8 @@ ABOUT = """
 ### Reading a run
 - **Accuracy matrix**: row *sK* = scores after training stage *K* (stages count from 1), column
   *j* = task *j*, in points (accuracy %; a caption score, the mean of BLEU-1..4, ROUGE-L and
-  CIDEr-D x100, can pass 100). Each column is coloured on its own scale, from 0 (red) to that
-  task's best score (green), so forgetting shows as a column that cools going down; the
+  CIDEr-D x100, can pass 100). Each column is coloured on its own scale, from half that task's
+  best score or less (red) to its best (green), so forgetting shows as a column that cools going down; the
   *Δ vs best* row is the latest score minus the best earlier one.
 - **MFT** mean of the diagonal (plasticity) · **Last** mean of the latest row · **Avg** mean over
   stages of the tasks seen so far · **BWT** latest minus diagonal (negative = forgetting) ·

@@ -102,7 +102,7 @@ class RunScreen(LiveScreen):
         footer = ("Δ vs best", data.forgetting()) if len(matrix) > 1 else None
         self.query_one("#matrix-table", HeatmapTable).show(row_labels, names, rows, lo=lo, hi=hi, footer=footer,
                                                            scales=column_scales(rows))
-        caption = Text("0 ", style=palette.muted.hex)
+        caption = Text("½ best ", style=palette.muted.hex)
         for i in range(8):
             caption.append(" ", style=palette.heat(i / 7, 0.0, 1.0))
         caption.append(" best, per column · row sK: after stage K",
