@@ -276,6 +276,10 @@ def run_methods(name: str | None, as_json: bool) -> None:
             click.echo(table(["method", "options", "summary"], [[r["name"], r["options"], r["summary"]] for r in rows]))
             info("`hicl run methods NAME` describes one; `hicl run start --method NAME ...` runs it")
         return
+    from ..engine.methods import method_names
+
+    if name not in method_names():
+        raise InvalidInput(f"unknown method {name!r}", hint=f"choose one of {', '.join(method_names())}")
     cls = type(get_method(name))
     options = [{"name": o.name, "flag": _flag_of(name, o.name), "kind": o.kind, "choices": list(o.choices),
                 "default": o.default, "help": o.help} for o in specs(cls.Options)]

@@ -46,6 +46,7 @@ def runs_recorded(cli) -> int:
     ["jobs", "cancel", "abc"],
     ["run", "start", "--method", "hide", "--tasks", "a", "--base", "x", "--routing", "banana"],
     ["metrics", "--matrix", "/no/such/file.csv"],
+    ["run", "methods", "nope"],
 ])
 def test_usage_errors_exit_3(cli, args):
     res = cli(*args)
