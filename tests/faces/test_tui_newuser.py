@@ -34,6 +34,8 @@ def test_fit_columns_keeps_the_important_columns_whole():
     assert out[2] == 9 and out[3] == 4 and 8 <= out[1] < 20  # status and score whole, the name cut, not dropped
     assert sum(w + 2 for w in out if w is not None) <= 30
     assert fit_columns(widths, 12, fit) == [None, 10, None, None, None]  # at worst the first column alone
+    bar = Fit(priority=(0, 1), keep=2, shrink={1: 8}, crop=frozenset({1}))
+    assert fit_columns([10, 15], 26, bar) == [10, 8]  # a progress bar loses its step count whole, not half
 
 
 def test_a_change_that_rounds_to_zero_has_no_sign_and_each_column_has_its_scale():

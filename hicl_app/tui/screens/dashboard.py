@@ -18,7 +18,7 @@ RUN_COLUMNS = ("#", "name", "method", "stage", "status", "Avg", "Last", "created
 JOB_COLUMNS = ("job", "run", "st", "status", "progress", "loss", "smp/s", "ETA")
 TASK_COLUMNS = ("task", "train", "test", "scorer", "format")
 #: what gives way when a panel is narrow: status, scores, loss, rate and ETA stay whole
-RUN_FIT = Fit(priority=(1, 4, 5, 6, 3, 0, 2, 7), keep=4, shrink={1: 10})
+RUN_FIT = Fit(priority=(1, 4, 5, 6, 3, 0, 2, 7), keep=6, shrink={1: 12})
 JOB_FIT = Fit(priority=(1, 2, 3, 5, 6, 7, 4, 0), keep=7, shrink={1: 9, 4: BAR}, crop=frozenset({4}))
 TASK_FIT = Fit(priority=(0, 3, 1, 2, 4), keep=2, shrink={0: 10})
 

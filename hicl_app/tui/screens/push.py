@@ -50,7 +50,7 @@ def stage_choices(catalog, run_id: int) -> list[tuple[str, str]]:
 
 
 class PushScreen(ModalScreen[str | None]):
-    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel"), Binding("ctrl+d", "dry_run", "Dry run")]
+    BINDINGS = [Binding("escape", "dismiss(None)", "Cancel"), Binding("ctrl+t", "dry_run", "Dry run", priority=True)]
 
     def __init__(self, run_id: int) -> None:
         super().__init__()

@@ -33,7 +33,7 @@ class StartRunScreen(ModalScreen[tuple[int, str] | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog", id="start-run"):
-            with VerticalScroll(id="start-body"):
+            with VerticalScroll(id="start-body", can_focus=False):  # tab goes field to field
                 with Grid(classes="form"):
                     yield Label("method")
                     yield Select([], id="method", prompt="loading…", compact=True)

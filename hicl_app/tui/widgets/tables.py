@@ -47,14 +47,17 @@ def fit_columns(widths: list[int], available: int, fit: Fit, padding: int = 1) -
     for i in sorted((i for i in fit.shrink if out[i] is not None), key=lambda i: -out[i]):
         if used() <= available:
             return out
-        out[i] = max(fit.shrink[i], out[i] - (used() - available))
+        out[i] = fit.shrink[i] if i in fit.crop else max(fit.shrink[i], out[i] - (used() - available))
     for i in reversed(order):
         if used() <= available or sum(w is not None for w in out) == 1:
             break
         out[i] = None
     for i in order:  # give back what dropping freed to the columns that were cut
         if out[i] is not None and out[i] < widths[i] and used() < available:
-            out[i] += min(widths[i] - out[i], available - used())
+            room = available - used()
+            if i in fit.crop and room < widths[i] - out[i]:
+                continue  # a cropped column is whole or at its minimum: never a half-cut number
+            out[i] += min(widths[i] - out[i], room)
     return out
 
 
