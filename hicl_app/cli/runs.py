@@ -188,12 +188,17 @@ run_start.help = run_start.help.format(defaults=DEFAULTS_HELP)
 def config_lines(config: dict) -> list[str]:
     """The settings a run recorded, as `run start` and `run show` print them."""
     t, e = config.get("train") or {}, config.get("eval") or {}
-    steps = f"{t.get('max_steps')} steps" if t.get("max_steps") else f"{t.get('epochs')} epoch(s)"
-    lines = [f"train: {steps} a stage, lr {t.get('lr'):g}, batch {t.get('batch_size')} x {t.get('grad_accum')} accum, "
-             f"warmup {t.get('warmup_ratio'):g}, LoRA rank {t.get('rank')} alpha {t.get('alpha'):g} dropout "
-             f"{t.get('dropout'):g}, seed {t.get('seed')}, checkpoint every {t.get('checkpoint_every')} steps"
+
+    def g(key: str, section: dict | None = None) -> str:  # a run recorded before a field existed has no value
+        value = (t if section is None else section).get(key)
+        return "—" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+    steps = f"{g('max_steps')} steps" if t.get("max_steps") else f"{g('epochs')} epoch(s)"
+    lines = [f"train: {steps} a stage, lr {g('lr')}, batch {g('batch_size')} x {g('grad_accum')} accum, "
+             f"warmup {g('warmup_ratio')}, LoRA rank {g('rank')} alpha {g('alpha')} dropout "
+             f"{g('dropout')}, seed {g('seed')}, checkpoint every {g('checkpoint_every')} steps"
              if t else "train: —",
-             f"eval: batch {e.get('batch_size')}, up to {e.get('max_new_tokens')} new tokens, "
+             f"eval: batch {g('batch_size', e)}, up to {g('max_new_tokens', e)} new tokens, "
              + ("every task after every stage" if config.get("eval_all") else "the tasks trained so far")
              + (f", general task {config['general_task']}" if config.get("general_task") else "")]
     options = config.get("method_options") or {}

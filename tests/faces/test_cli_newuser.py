@@ -70,6 +70,14 @@ def test_defaults_follow_the_base_size_and_are_printed(cli, tmp_path, task_a):
     assert "under 100M parameters lr 3e-3" in cli("run", "start", "--help").stdout
 
 
+def test_settings_lines_of_a_partial_config():
+    from hicl_app.cli.runs import config_lines
+
+    lines = config_lines({"train": {"rank": 4, "lr": 0.003}})  # a run recorded before a field existed
+    assert lines[0].startswith("train: — epoch(s) a stage, lr 0.003, batch — x — accum") and "rank 4" in lines[0]
+    assert config_lines({})[0] == "train: —"
+
+
 def test_preset_demo_is_what_the_demo_trains_with(cli, tmp_path, task_a):
     from types import SimpleNamespace
 
