@@ -46,7 +46,7 @@ def runs_page(session: Session, offset: int = 0, limit: int = 100) -> list[dict]
         n_stages, done = stages[r.id]
         matrix, zero = _matrix(list(r.task_order), n_stages, cells[r.id])
         out.append({"id": r.id, "name": r.name, "method": r.method, "status": r.status, "stages": n_stages,
-                    "stages_done": done, "created_at": r.created_at, "metrics": clmetrics.compute(matrix, zero)})
+                    "stages_done": done, "created_at": r.created_at, "metrics": clmetrics.compute(matrix, zero, joint=n_stages == 1)})
     return out
 
 

@@ -14,7 +14,23 @@ def run_metrics(session: Session, run: Run) -> tuple[list[str], list, list | Non
     rows = list(matrix)
     while rows and all(v is None for v in rows[-1]):  # stages not evaluated yet
         rows.pop()
-    return names, matrix, zero, clmetrics.compute(rows, zero)
+    # one row is a joint stage only when the run has one stage: the first row of a sequential
+    # run in progress is not a joint matrix
+    return names, matrix, zero, clmetrics.compute(rows, zero, joint=len(matrix) == 1)
+
+
+def progress_of(run: Run, matrix: list) -> dict:
+    """How far a run's matrix is: `rows_complete` (rows with every task trained so far scored,
+    from the first), `stages`, and `in_progress` (the run has not finished every row)."""
+    complete = 0
+    for t, row in enumerate(matrix):
+        needed = row if len(matrix) == 1 else row[: t + 1]
+        if needed and all(v is not None for v in needed):
+            complete = t + 1
+        else:
+            break
+    return {"status": run.status, "stages": len(matrix), "rows_complete": complete,
+            "in_progress": run.status != "completed" or complete < len(matrix)}
 
 
 def general_of(session: Session, run: Run) -> dict | None:

@@ -37,7 +37,9 @@ def _env(workload, repeats: int) -> dict:
                              "memory-checkpointing (default: all; memory runs both memory ones).")
 @click.option("--repeats", type=click.IntRange(1, 20), default=3, show_default=True,
               help="Interleaved rounds per timed variant (the median is reported).")
-@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help="{env: {device, clock, torch, base, ...}, results: [{name, measures, ours, baseline, figure, unit, "
+                   "target, met, check, same, details}]}.")
 @pass_app
 def bench(app: AppContext, base, only, repeats, as_json) -> None:
     """Time the fast paths against the research-code way, side by side in one run.

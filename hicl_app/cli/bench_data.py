@@ -17,7 +17,10 @@ from .output import emit_json, info, table
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--image-size", type=click.IntRange(16, 1024), default=64, show_default=True)
 @click.option("--overwrite", is_flag=True, help="Replace a non-empty OUT_DIR.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True,
+              help="The manifest: {version, format, seed, image_size, order, pretrain, tasks: [{name, description, "
+                   "instruction, answer_style, answers, scorer, train, test, files, sha256}], general (one more task "
+                   "of the same shape, held out)}.")
 def synth(out_dir, n_tasks, train, test, seed, image_size, overwrite, as_json) -> None:
     """Generate the synthetic benchmark: LLaVA-format tasks with test splits, ready for add-task."""
     from ..builtin.synth import generate

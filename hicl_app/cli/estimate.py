@@ -29,7 +29,10 @@ DTYPES = ("bfloat16", "float16", "float32")
               help="Which peak the estimate is (default: on for models above 1B parameters, as a run does).")
 @click.option("-o", "--option", "options", multiple=True, help="Method option KEY=VALUE (repeatable), e.g. -o expand=auto.")
 @click.option("--json", "as_json", is_flag=True,
-              help="Keys: parameters, parts, trainable, state, memory (bytes per device), method_options.")
+              help="Keys: base, model, method, tasks, rank, method_options, parameters, parts, trainable, state "
+                   "(what the method keeps: parameters, parts, bytes, notes), memory (bytes per device: peak, "
+                   "peak_checkpointing, peak_no_checkpointing, activations, and the inputs nproc, batch_size, "
+                   "per_rank_batch, max_length, image_tokens, sequence, dtype, gradient_checkpointing).")
 def estimate(base, method, nproc, batch_size, tasks, rank, max_length, dtype, gradient_checkpointing,
              options, as_json) -> None:
     """Size a run from its base's config alone (built on the meta device: nothing loaded, seconds on a CPU).

@@ -16,11 +16,13 @@ def ensure_worker(app: AppContext, no_worker: bool) -> None:
     """Start a background worker for this workspace unless one is alive (or `no_worker`)."""
     if no_worker:
         return
-    from ..worker.daemon import start_background_worker
+    from ..worker.daemon import live_workers, start_background_worker
 
     started = start_background_worker(app.settings)
     if started is None:
-        info("a worker is already running for this workspace")
+        n = live_workers(app.settings)
+        info(f"{n} worker{'s are' if n > 1 else ' is'} already running for this workspace and will train it"
+             if n else "a worker is already running for this workspace")
     else:
         info(f"started a background worker (pid {started.pid}; output in {started.log})")
 
@@ -40,10 +42,11 @@ def _tries(j: dict) -> str:
 
 
 def _what(j: dict) -> str:
-    if j["kind"] == "stage":
-        return f"run {j['run_id']} · stage {j['stage_index']}"
+    """What a job does, its stage counted from 1 as everywhere a user reads one."""
+    if j["kind"] == "stage" and j["stage_index"] is not None:
+        return f"run {j['run_id']} · stage {j['stage_index'] + 1}"
     if j["kind"] == "push":
-        return f"run {j['run_id']} · push {j['stage_index']} → {j['repo_id']}"
+        return f"run {j['run_id']} · push stage {j['stage_index'] + 1} → {j['repo_id']}"
     if j["kind"] == "eval":
         return f"run {j['run_id']} · eval"
     return j["kind"]
@@ -65,7 +68,10 @@ def _note(j: dict) -> str:
 
 @click.group("jobs", invoke_without_command=True)
 @click.option("--all", "show_all", is_flag=True, help="Every job, not only active and the 20 last finished.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True,
+              help="[{id, kind, run_id, stage_index (0-based), status, attempts, max_attempts, progress: {step, total, "
+                   "loss, lr, samples_per_s, eta_s}, cancel_requested, lease_owner, lease_expires_at, error, log_path, "
+                   "created_at, started_at, finished_at}].")
 @click.pass_context
 def jobs(ctx: click.Context, show_all: bool, as_json: bool) -> None:
     """Queued and running jobs with their progress (step/total, loss, samples/s, ETA), then the

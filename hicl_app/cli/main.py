@@ -4,23 +4,30 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import contextmanager
 
 import click
 
 from .. import __version__
-from ..core.errors import HiclError
+from ..core.errors import EXIT_INVALID_INPUT, HiclError
 from ..core.settings import Settings
 from .context import AppContext
 
 
 class HiclGroup(click.Group):
     """Turns a HiclError into a clear message on stderr and its named exit code; so too a full or
-    read-only disk and the catalog's database errors (cli/failures.py). HICL_DEBUG=1 keeps the
-    traceback of those."""
+    read-only disk and the catalog's database errors (cli/failures.py; HICL_DEBUG=1 keeps the
+    traceback of those). Click's own usage errors (an unknown option, a bad option value, a
+    missing argument: input errors like any other) get the invalid-input exit code, not 2."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        with _usage_is_invalid_input():
+            return super().make_context(info_name, args, parent=parent, **extra)
 
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
+            with _usage_is_invalid_input():
+                return super().invoke(ctx)
         except HiclError as exc:
             self._fail(ctx, exc)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
@@ -40,6 +47,15 @@ class HiclGroup(click.Group):
         ctx.exit(exc.exit_code)
 
 
+@contextmanager
+def _usage_is_invalid_input():
+    try:
+        yield
+    except click.UsageError as exc:
+        exc.exit_code = EXIT_INVALID_INPUT
+        raise
+
+
 @click.group(cls=HiclGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, "-V", "--version", prog_name="hicl")
 @click.option("--home", type=click.Path(file_okay=False), envvar="HICL_HOME",
@@ -49,7 +65,8 @@ def cli(ctx: click.Context, home: str | None) -> None:
     """Continual instruction tuning of multimodal LLMs: tasks, runs, metrics, adapters.
 
     \b
-    Exit codes: 0 ok, 1 failure, 2 usage, 3 invalid input, 4 not found, 5 conflict.
+    Exit codes: 0 ok, 1 failure (a job or run failed), 3 invalid input (a bad option, value,
+    argument or file), 4 not found, 5 conflict.
     """
     ctx.obj = AppContext(Settings.resolve(home))
 

@@ -14,7 +14,8 @@ from .output import emit_json, info
 @click.option("--endpoint", envvar="HF_ENDPOINT", metavar="URL", help="Hub URL, for a private hub (env HF_ENDPOINT).")
 @click.option("--base", metavar="MODEL", help="Base model to record (required when the run trained on a local folder).")
 @click.option("--name", help="A name for the pulled run (default: the published one).")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print {run_id, name, repo_id, endpoint, revision, commit, stages "
+              "(how many), tasks: {name: present | absent | differs}}.")
 @pass_app
 def pull(app: AppContext, repo_id: str, revision: str | None, endpoint: str | None, base: str | None,
          name: str | None, as_json: bool) -> None:

@@ -9,14 +9,15 @@ import click
 from ..core.errors import InvalidInput
 from ..engine.config import EvalConfig, TrainConfig
 from ..services.run_config import default, run_config
+from ..services.run_defaults import DEFAULTS_HELP, PRESETS, TINY, TINY_PARAMS
 from .context import AppContext, pass_app
 from .output import emit_json, fmt_num, info, table
 
 #: run-level option names of `run start`; a method option of the same name gets a `--METHOD-` prefix
-RUN_FLAGS = ("method", "tasks", "order", "base", "name", "rank", "alpha", "dropout", "targets", "lr", "epochs",
-             "max_steps", "batch_size", "grad_accum", "warmup_ratio", "seed", "checkpoint_every", "gradient_checkpointing",
-             "eval_batch_size", "max_new_tokens", "eval_all", "device", "dtype", "nproc", "strategy", "launcher_args",
-             "option", "push_to", "private", "wait", "no_worker", "json")
+RUN_FLAGS = ("method", "tasks", "order", "base", "name", "preset", "rank", "alpha", "dropout", "targets", "lr",
+             "epochs", "max_steps", "batch_size", "grad_accum", "warmup_ratio", "seed", "checkpoint_every",
+             "gradient_checkpointing", "eval_batch_size", "max_new_tokens", "eval_all", "device", "dtype", "nproc",
+             "strategy", "launcher_args", "option", "push_to", "private", "wait", "no_worker", "json")
 #: flag dest -> (option name, the methods that declare it)
 METHOD_FLAGS: dict[str, tuple[str, tuple[str, ...]]] = {}
 
@@ -93,27 +94,35 @@ def run() -> None:
 @click.option("--order", help="A named task order instead of --tasks: a suite's, e.g. ucit (`hicl suites` lists them).")
 @click.option("--base", required=True, help="Base model: a local folder or a hub id (image-text-to-text).")
 @click.option("--name", help="A name for the run (default: method + tasks).")
-@click.option("--rank", type=int, default=default(TrainConfig, "rank"), show_default=True, help="LoRA rank.")
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), help="Start from a named set of settings; the flags given "
+                                                                  "win. demo: `hicl demo`'s settings.")
+@click.option("--rank", type=int, help=f"LoRA rank (default {default(TrainConfig, 'rank')}).")
 @click.option("--alpha", type=float, help="LoRA alpha (default 2 x rank).")
-@click.option("--dropout", type=float, default=default(TrainConfig, "dropout"), show_default=True,
-              help="LoRA dropout (0 makes --nproc N follow the --nproc 1 trajectory exactly).")
+@click.option("--dropout", type=float, help=f"LoRA dropout (default {default(TrainConfig, 'dropout')}; 0 makes "
+                                             "--nproc N follow the --nproc 1 trajectory exactly).")
 @click.option("--targets", help="LoRA target modules inside the language model's decoder layers, comma-separated: "
                                  "leaf names (q_proj,v_proj) or paths in a layer (self_attn.q_proj) "
                                  "(default: every linear layer there).")
-@click.option("--lr", type=float, default=default(TrainConfig, "lr"), show_default=True)
-@click.option("--epochs", type=click.IntRange(1), default=default(TrainConfig, "epochs"), show_default=True)
+@click.option("--lr", type=float, help=f"Learning rate (default {default(TrainConfig, 'lr')}; {TINY['lr']} for a base "
+                                       f"under {TINY_PARAMS // 1_000_000}M parameters).")
+@click.option("--epochs", type=click.IntRange(1), help=f"Epochs per stage (default {default(TrainConfig, 'epochs')}; "
+                                                      f"{TINY['epochs']} for a base under {TINY_PARAMS // 1_000_000}M "
+                                                      "parameters).")
 @click.option("--max-steps", type=int, help="Optimizer steps per stage (overrides --epochs).")
-@click.option("--batch-size", type=int, default=default(TrainConfig, "batch_size"), show_default=True)
-@click.option("--grad-accum", type=int, default=default(TrainConfig, "grad_accum"), show_default=True)
-@click.option("--warmup-ratio", type=float, default=default(TrainConfig, "warmup_ratio"), show_default=True)
-@click.option("--seed", type=int, default=default(TrainConfig, "seed"), show_default=True)
-@click.option("--checkpoint-every", type=int, default=default(TrainConfig, "checkpoint_every"), show_default=True,
-              help="Steps between checkpoints.")
+@click.option("--batch-size", type=int, help=f"Global batch size (default {default(TrainConfig, 'batch_size')}).")
+@click.option("--grad-accum", type=int, help=f"Gradient accumulation steps (default {default(TrainConfig, 'grad_accum')}).")
+@click.option("--warmup-ratio", type=float, help=f"Share of the steps with a rising lr (default "
+                                                 f"{default(TrainConfig, 'warmup_ratio')}; {TINY['warmup_ratio']} for a "
+                                                 f"base under {TINY_PARAMS // 1_000_000}M parameters).")
+@click.option("--seed", type=int, help=f"Random seed (default {default(TrainConfig, 'seed')}).")
+@click.option("--checkpoint-every", type=int,
+              help=f"Steps between checkpoints (default {default(TrainConfig, 'checkpoint_every')}).")
 @click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=None,
               help="Recompute decoder activations in the backward pass: less memory, more compute "
                    "(default: on for models above 1B parameters).")
-@click.option("--eval-batch-size", type=int, default=default(EvalConfig, "batch_size"), show_default=True)
-@click.option("--max-new-tokens", type=int, default=default(EvalConfig, "max_new_tokens"), show_default=True)
+@click.option("--eval-batch-size", type=int, help=f"Evaluation batch size (default {default(EvalConfig, 'batch_size')}).")
+@click.option("--max-new-tokens", type=int, help=f"Longest generated answer, in tokens (default "
+                                                 f"{default(EvalConfig, 'max_new_tokens')}).")
 @click.option("--eval-all", is_flag=True, help="Evaluate every task after every stage (forward transfer).")
 @click.option("--device", help="cuda, cpu, cuda:1 ... (default: CUDA if available).")
 @click.option("--dtype", type=click.Choice(["bfloat16", "float16", "float32"]), help="Default: bfloat16 on CUDA, float32 on CPU.")
@@ -133,26 +142,33 @@ def run() -> None:
 @click.option("--private", is_flag=True, help="With --push-to: create the repo private.")
 @click.option("--wait", is_flag=True, help="Run the stages here, in the foreground, until the run ends.")
 @click.option("--no-worker", is_flag=True, help="Do not start a background worker (run `hicl worker` yourself).")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print {run_id, name, status, config} (with --wait: when the run ends).")
 @pass_app
-def run_start(app: AppContext, method, task_list, order, base, name, rank, alpha, dropout, targets, lr, epochs, max_steps,
-              batch_size, grad_accum, warmup_ratio, seed, checkpoint_every, gradient_checkpointing, eval_batch_size,
-              max_new_tokens, eval_all,
-              device, dtype, nproc, strategy, launcher_args, options, push_to, private, wait, no_worker, as_json,
-              **method_opts) -> None:
-    """Record a run and queue one job per stage; prints the run id.
+def run_start(app: AppContext, method, task_list, order, base, name, preset, rank, alpha, dropout, targets, lr, epochs,
+              max_steps, batch_size, grad_accum, warmup_ratio, seed, checkpoint_every, gradient_checkpointing,
+              eval_batch_size, max_new_tokens, eval_all, device, dtype, nproc, strategy, launcher_args, options, push_to,
+              private, wait, no_worker, as_json, **method_opts) -> None:
+    """Record a run and queue one job per stage; prints the run id and the resolved settings.
 
-    Method options come as flags (`--fusion sum`) or as `-o KEY=VALUE`; a flag wins.
+    Method options come as flags (`--fusion sum`) or as `-o KEY=VALUE`; a flag wins. The base is
+    found (folder, Hugging Face cache, or the hub) before anything is queued.
+
+    {defaults}
     """
+    from ..services.base_model import resolve_base
     from ..services.launch import start_run
     from ..services.method_options import parse_pairs
+    from ..services.run_defaults import defaults_for, merge
 
+    found = resolve_base(base)
+    train_defaults, eval_defaults, source = defaults_for(found, preset)
     config = run_config(
-        train={"rank": rank, "alpha": alpha, "dropout": dropout, "lr": lr, "epochs": epochs, "max_steps": max_steps,
-               "targets": [t.strip() for t in (targets or "").split(",") if t.strip()] or None,
-               "batch_size": batch_size, "grad_accum": grad_accum, "warmup_ratio": warmup_ratio, "seed": seed,
-               "checkpoint_every": checkpoint_every, "gradient_checkpointing": gradient_checkpointing},
-        eval={"batch_size": eval_batch_size, "max_new_tokens": max_new_tokens},
+        train=merge({"rank": rank, "alpha": alpha, "dropout": dropout, "lr": lr, "epochs": epochs, "max_steps": max_steps,
+                     "targets": [t.strip() for t in (targets or "").split(",") if t.strip()] or None,
+                     "batch_size": batch_size, "grad_accum": grad_accum, "warmup_ratio": warmup_ratio, "seed": seed,
+                     "checkpoint_every": checkpoint_every, "gradient_checkpointing": gradient_checkpointing},
+                    train_defaults),
+        eval=merge({"batch_size": eval_batch_size, "max_new_tokens": max_new_tokens}, eval_defaults),
         model={"device": device, "dtype": dtype},
         method_options={**parse_pairs(options), **_flag_options(method_opts, method)}, eval_all=eval_all,
         nproc=nproc, launcher_args=launcher_args, strategy=strategy)
@@ -172,12 +188,15 @@ def run_start(app: AppContext, method, task_list, order, base, name, rank, alpha
         tasks = named_order(order)
     else:
         tasks = [t.strip() for t in task_list.split(",") if t.strip()]
-    run_row = start_run(app.catalog, method=method, tasks=tasks, base=base, name=name, config=config)
+    config["defaults"] = source
+    run_row = start_run(app.catalog, method=method, tasks=tasks, base=found, name=name, config=config)
     if as_json and not wait:
-        emit_json({"run_id": run_row.id, "name": run_row.name, "status": run_row.status})
+        emit_json({"run_id": run_row.id, "name": run_row.name, "status": run_row.status, "config": config})
     elif not as_json:
         click.echo(run_row.id)
         info(f"run {run_row.id} ({run_row.name}) queued; `hicl jobs` and `hicl run show {run_row.id}` follow it")
+        for line in config_lines(config):
+            info(f"  {line}")
     if not wait:
         from .jobs import ensure_worker
 
@@ -185,9 +204,40 @@ def run_start(app: AppContext, method, task_list, order, base, name, rank, alpha
     if wait:
         status = wait_for_run(app, run_row.id)
         if as_json:
-            emit_json({"run_id": run_row.id, "name": run_row.name, "status": status})
+            emit_json({"run_id": run_row.id, "name": run_row.name, "status": status, "config": config})
         if status != "completed":
             sys.exit(1)
+
+
+run_start.help = run_start.help.format(defaults=DEFAULTS_HELP)
+
+
+def config_lines(config: dict) -> list[str]:
+    """The settings a run recorded, as `run start` and `run show` print them."""
+    t, e = config.get("train") or {}, config.get("eval") or {}
+
+    def g(key: str, section: dict | None = None) -> str:  # a run recorded before a field existed has no value
+        value = (t if section is None else section).get(key)
+        return "—" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+    steps = f"{g('max_steps')} steps" if t.get("max_steps") else f"{g('epochs')} epoch(s)"
+    lines = [f"train: {steps} a stage, lr {g('lr')}, batch {g('batch_size')} x {g('grad_accum')} accum, "
+             f"warmup {g('warmup_ratio')}, LoRA rank {g('rank')} alpha {g('alpha')} dropout "
+             f"{g('dropout')}, seed {g('seed')}, checkpoint every {g('checkpoint_every')} steps"
+             if t else "train: —",
+             f"eval: batch {g('batch_size', e)}, up to {g('max_new_tokens', e)} new tokens, "
+             + ("every task after every stage" if config.get("eval_all") else "the tasks trained so far")
+             + (f", general task {config['general_task']}" if config.get("general_task") else "")]
+    options = config.get("method_options") or {}
+    lines.append("method options: " + (", ".join(f"{k}={v}" for k, v in options.items()) or "the method's defaults"))
+    model, launch = config.get("model") or {}, config.get("launch") or {}
+    where = [f"device {model.get('device') or 'auto'}", f"dtype {model.get('dtype') or 'auto'}"]
+    if launch:
+        where.append(" ".join(f"{k} {' '.join(v) if isinstance(v, list) else v}" for k, v in launch.items()))
+    lines.append("model: " + ", ".join(where))
+    if config.get("defaults"):
+        lines.append(f"unset values from: {config['defaults']}")
+    return lines
 
 
 def wait_for_run(app: AppContext, run_id: int) -> str:
@@ -197,6 +247,7 @@ def wait_for_run(app: AppContext, run_id: int) -> str:
     from ..catalog import queue
     from ..catalog.models import Job, Run
     from ..worker.loop import Worker
+    from .worker import job_label
 
     tty = sys.stderr.isatty()
     on_progress = progress_printer()
@@ -204,7 +255,7 @@ def wait_for_run(app: AppContext, run_id: int) -> str:
     def on_job(job):
         if tty:
             click.echo("", err=True)
-        info(f"job {job.id}: run {job.run_id} stage {job.payload.get('stage_index')}")
+        info(job_label(job))
 
     worker = Worker(app.catalog, on_progress=on_progress, on_job=on_job, poll=0.5, isolate=True)
     worker.run(until=lambda: queue.runnable_jobs(app.catalog, run_id) == 0)
@@ -251,7 +302,7 @@ def run_resume(app: AppContext, run_ref: str, wait: bool, no_worker: bool) -> No
 @click.option("--tasks", "task_list", required=True, help="Comma-separated new task names, in training order.")
 @click.option("--wait", is_flag=True, help="Run the new stages here, in the foreground, until the run ends.")
 @click.option("--no-worker", is_flag=True, help="Do not start a background worker.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print {run_id, jobs, status} (with --wait: when the run ends).")
 @pass_app
 def run_extend(app: AppContext, run_ref: str, task_list: str, wait: bool, no_worker: bool, as_json: bool) -> None:
     """Continue a completed run (one of yours, or one `hicl pull` brought in) with new tasks: one
@@ -280,10 +331,11 @@ def run_extend(app: AppContext, run_ref: str, task_list: str, wait: bool, no_wor
 @run.command("eval")
 @click.argument("run_ref", metavar="RUN")
 @click.option("--tasks", "task_list", required=True, help="Comma-separated tasks of the run to score (this workspace's copies).")
-@click.option("--stage", type=int, help="Score only this stage (default: every finished stage).")
+@click.option("--stage", type=click.IntRange(1), help="Score only this stage, counted from 1 as `run show` does "
+                                                    "(default: every finished stage).")
 @click.option("--wait", is_flag=True, help="Run the evaluation here, in the foreground.")
 @click.option("--no-worker", is_flag=True, help="Do not start a background worker.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print {run_id, job_id, stages (0-based indices), status}.")
 @pass_app
 def run_eval(app: AppContext, run_ref: str, task_list: str, stage: int | None, wait: bool, no_worker: bool,
              as_json: bool) -> None:
@@ -293,9 +345,9 @@ def run_eval(app: AppContext, run_ref: str, task_list: str, stage: int | None, w
     from ..services.evaluate import queue_eval
 
     tasks = [t.strip() for t in task_list.split(",") if t.strip()]
-    run_id, job_id, stages = queue_eval(app.catalog, run_ref, tasks, stage)
+    run_id, job_id, stages = queue_eval(app.catalog, run_ref, tasks, None if stage is None else stage - 1)
     if not as_json:
-        info(f"run {run_id}: evaluation of stage(s) {', '.join(map(str, stages))} on {', '.join(tasks)} queued "
+        info(f"run {run_id}: evaluation of stage(s) {', '.join(str(k + 1) for k in stages)} on {', '.join(tasks)} queued "
              f"(job {job_id})")
     if wait:
         wait_for_run(app, run_id)
@@ -313,7 +365,9 @@ def run_eval(app: AppContext, run_ref: str, task_list: str, stage: int | None, w
 
 @run.command("methods")
 @click.argument("name", required=False)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True,
+              help="Without NAME: [{name, summary, options (how many)}]; with NAME: {name, summary, reference, "
+                   "documentation, options: [{name, flag, kind, choices, default, help}]}.")
 def run_methods(name: str | None, as_json: bool) -> None:
     """List the methods, or describe one: what it does, its equations, its options and defaults."""
     from ..engine.methods import METHODS, get_method
@@ -327,6 +381,10 @@ def run_methods(name: str | None, as_json: bool) -> None:
             click.echo(table(["method", "options", "summary"], [[r["name"], r["options"], r["summary"]] for r in rows]))
             info("`hicl run methods NAME` describes one; `hicl run start --method NAME ...` runs it")
         return
+    from ..engine.methods import method_names
+
+    if name not in method_names():
+        raise InvalidInput(f"unknown method {name!r}", hint=f"choose one of {', '.join(method_names())}")
     cls = type(get_method(name))
     options = [{"name": o.name, "flag": _flag_of(name, o.name), "kind": o.kind, "choices": list(o.choices),
                 "default": o.default, "help": o.help} for o in specs(cls.Options)]
@@ -364,7 +422,7 @@ def progress_printer():
         width = 24
         filled = int(width * step / total) if total else 0
         eta = p.get("eta_s")
-        line = (f"\rstage {stage.index} [{'#' * filled}{'.' * (width - filled)}] {step}/{total} "
+        line = (f"\rstage {stage.index + 1} [{'#' * filled}{'.' * (width - filled)}] {step}/{total} "
                 f"loss {fmt_num(p.get('loss'), 3)} {fmt_num(p.get('samples_per_s'), 1)} samples/s"
                 f"{f' eta {eta:.0f}s' if eta is not None else ''}")
         click.echo(line.ljust(90), err=True, nl=False)
@@ -373,7 +431,9 @@ def progress_printer():
 
 
 @click.command("runs")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True,
+              help="[{id, name, method, status, stages, stages_done, created_at, metrics: {mft, last, avg, bwt, "
+                   "forgetting, fwt}}], newest first.")
 @pass_app
 def runs(app: AppContext, as_json: bool) -> None:
     """List runs, newest first, with their stage progress and Avg/Last so far."""
@@ -395,7 +455,13 @@ def runs(app: AppContext, as_json: bool) -> None:
 
 @run.command("show")
 @click.argument("run_ref")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True,
+              help="{id, name, method, base_model, status, error, task_order, config (what `run start` printed), env, "
+                   "created_at, started_at, finished_at, stages: [{index, train_tasks, status, steps, job_id, "
+                   "job_status, progress, error}], adapters: [{stage_index, path, sha256, size_bytes, files}], "
+                   "pushes: [{id, stage_index, repo_id, endpoint, revision, commit_oid, commit_url, tag, private, "
+                   "files, created_at}], matrix, zero_shot, metrics, general}. index and stage_index are 0-based "
+                   "positions (stage index + 1 is the stage the text output shows).")
 @pass_app
 def run_show(app: AppContext, run_ref: str, as_json: bool) -> None:
     """Stages, jobs, adapters, the accuracy matrix and the metrics of a run."""
@@ -415,18 +481,21 @@ def run_show(app: AppContext, run_ref: str, as_json: bool) -> None:
     click.echo(f"tasks: {' → '.join(data['task_order'])}")
     if data["env"]:
         click.echo(f"environment: {env_line(data['env'])}")
+    for line in config_lines(data["config"] or {}):
+        click.echo(line)
     click.echo("")
     click.echo(table(["stage", "trains on", "status", "steps", "progress"],
-                     [[st["index"], ",".join(st["train_tasks"]), st["status"], st["steps"], st["progress"]]
+                     [[st["index"] + 1, ",".join(st["train_tasks"]), st["status"], st["steps"], st["progress"]]
                       for st in data["stages"]]))
     if data["adapters"]:
         click.echo("")
         click.echo(table(["stage", "adapter", "size", "sha256"],
-                         [[a["stage_index"], a["path"], _size(a["size_bytes"]), a["sha256"][:16]] for a in data["adapters"]]))
+                         [["" if a["stage_index"] is None else a["stage_index"] + 1, a["path"], _size(a["size_bytes"]),
+                           a["sha256"][:16]] for a in data["adapters"]]))
     if data["pushes"]:
         click.echo("\npushed to the hub:")
         click.echo(table(["stage", "repo", "revision", "tag", "commit", "url"],
-                         [[p["stage_index"], p["repo_id"], p["revision"], p["tag"] or "", p["commit_oid"][:12],
+                         [[p["stage_index"] + 1, p["repo_id"], p["revision"], p["tag"] or "", p["commit_oid"][:12],
                            p["commit_url"]] for p in data["pushes"]]))
     click.echo("\naccuracy matrix (row = after training stage, column = task):")
     click.echo(format_table(data["task_order"], data["matrix"]))

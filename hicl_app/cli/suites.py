@@ -11,7 +11,7 @@ from .output import emit_json, info, table
 @click.command("add-suite")
 @click.argument("suite")
 @click.argument("folder", metavar="DIR", type=click.Path(file_okay=False))
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print {suite, order, tasks: [what `tasks --json` prints per task]}.")
 @pass_app
 def add_suite(app: AppContext, suite: str, folder: str, as_json: bool) -> None:
     """Register every task of SUITE from DIR, laid out as the suite's release publishes it, with
@@ -32,7 +32,8 @@ def add_suite(app: AppContext, suite: str, folder: str, as_json: bool) -> None:
 
 
 @click.command("suites")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True,
+              help="Print [{name, title, order, scorers: {task: scorer}, unavailable: why or null}].")
 def suites(as_json: bool) -> None:
     """The benchmark suites `hicl add-suite` knows, their task order, or why one cannot be added."""
     from ..core.suites import SUITES

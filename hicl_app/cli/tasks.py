@@ -10,6 +10,11 @@ from .output import emit_json, info, table
 SCORER_CHOICES = click.Choice(["exact", "relaxed", "choice", "caption"])
 
 
+#: the keys of a task in --json output
+TASK_KEYS = ("{id, name, n_train, n_test, scorer, source_format, source_path, source_sha256, test_source_path, "
+             "test_source_sha256, test_fraction, split_seed, data_dir, images_dir, created_at}")
+
+
 @click.command("add-task")
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--name", help="Task name (default: the file's stem, or its folder for train.jsonl).")
@@ -18,7 +23,7 @@ SCORER_CHOICES = click.Choice(["exact", "relaxed", "choice", "caption"])
 @click.option("--test-fraction", type=float, help="Split this fraction off as the test set (default 0.1 when no --test).")
 @click.option("--scorer", type=SCORER_CHOICES, help="How answers are scored (default: guessed from the answers).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the train/test split.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help=f"The task added: {TASK_KEYS}.")
 @pass_app
 def add_task(app: AppContext, file, name, images, test_file, test_fraction, scorer, seed, as_json) -> None:
     """Validate a LLaVA-format JSON/JSONL or a VQA JSONL and record it as a task."""
@@ -38,7 +43,7 @@ def add_task(app: AppContext, file, name, images, test_file, test_fraction, scor
 
 
 @click.command("tasks")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help=f"[{TASK_KEYS}].")
 @pass_app
 def tasks(app: AppContext, as_json: bool) -> None:
     """List the tasks of this workspace."""
@@ -63,7 +68,7 @@ def task() -> None:
 
 @task.command("show")
 @click.argument("name")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help=f"{TASK_KEYS}.")
 @pass_app
 def task_show(app: AppContext, name: str, as_json: bool) -> None:
     """Everything the catalog knows about a task."""

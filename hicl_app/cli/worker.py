@@ -10,7 +10,8 @@ from .output import info
 
 def job_label(job) -> str:
     if job.kind == "stage":
-        return f"job {job.id}: run {job.run_id} stage {job.payload.get('stage_index')}"
+        index = job.payload.get("stage_index")
+        return f"job {job.id}: run {job.run_id} stage {index + 1 if isinstance(index, int) else '?'}"
     return f"job {job.id}: {job.kind}"
 
 
@@ -36,9 +37,15 @@ def worker(app: AppContext, once: bool, max_jobs: int | None, idle_exit: float |
         else:
             info(f"job {job.id} {status}")
 
+    from ..worker.daemon import live_workers
+
+    others = live_workers(app.settings)
     w = Worker(app.catalog, isolate=True, lease_seconds=lease_seconds, on_job=lambda job: info(job_label(job)),
                on_end=on_end, nproc=nproc)
     info(f"worker {w.owner} on {app.settings.home}")
+    if others:
+        info(f"{others} other worker{'s are' if others > 1 else ' is'} alive on this workspace: workers share the "
+             "queue, each job runs once on whichever claims it first; this one takes the next queued job")
     if once:
         max_jobs, idle_exit = 1, 0.0
     try:

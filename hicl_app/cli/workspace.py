@@ -9,7 +9,7 @@ from .output import emit_json, info
 
 
 @click.command("init")
-@click.option("--json", "as_json", is_flag=True, help="Print the workspace as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Print {home, db_url}.")
 @click.option("--force", is_flag=True,
               help="Start an empty catalog even though the workspace holds tasks, adapters or checkpoints "
                    "(hicl.db lost or truncated and no backup). An existing catalog is never replaced.")

@@ -1,12 +1,13 @@
 """Errors a user can act on, and the exit codes the CLI maps them to.
 
-Exit codes: 0 ok, 1 failure, 2 usage (Click's own), plus a few named domain codes so that
-scripts can tell "your input is wrong" from "the job failed".
+Exit codes: 0 ok, 1 failure, plus a few named domain codes so that scripts can tell "your input
+is wrong" from "the job failed". Click's usage errors (unknown option, bad option value, missing
+argument) are input errors too and exit 3 (`cli.main.HiclGroup`); 2 is no longer used.
 """
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
-EXIT_USAGE = 2
+EXIT_USAGE = 2  # Click's own code, kept for reference: the CLI maps usage errors to 3
 EXIT_INVALID_INPUT = 3
 EXIT_NOT_FOUND = 4
 EXIT_CONFLICT = 5

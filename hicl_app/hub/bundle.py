@@ -8,8 +8,11 @@ Layout of the repo (one commit):
     adapter_config.json            the chosen stage's adapter, PEFT layout, so that
     adapter_model.safetensors      PeftModel.from_pretrained(base, REPO_ID) works (the whole model
                                    for a LoRA method; the card says what loads hide or llava-c)
-    stages/stage-<i>/...           every stage up to the chosen one: its adapter and method state,
+    stages/stage-<k>/...           every stage up to the chosen one: its adapter and method state,
                                    exactly the files its catalog row lists
+
+Stages are numbered from 1 here (folders, tags, the card) as everywhere a user reads them; the
+manifest's `index` and `stage` fields are 0-based positions, like the CLI's --json.
 
 Nothing here touches the network: the plan is what `--dry-run` shows and what the push commits.
 """
@@ -67,12 +70,17 @@ class Bundle:
     manifest: dict
 
     @property
+    def number(self) -> int:
+        """The stage as users count it, from 1."""
+        return self.stage_index + 1
+
+    @property
     def total_bytes(self) -> int:
         return sum(u.size for u in self.uploads)
 
     def tag(self, revision: str) -> str:
         """The tag this stage gets: `stage-<k>` on main, `<branch>-stage-<k>` on another branch."""
-        return f"stage-{self.stage_index}" if revision == "main" else f"{revision}-stage-{self.stage_index}"
+        return f"stage-{self.number}" if revision == "main" else f"{revision}-stage-{self.number}"
 
 
 def is_hub_id(base_model: str) -> bool:
@@ -82,7 +90,8 @@ def is_hub_id(base_model: str) -> bool:
 
 
 def build_bundle(session: Session, run_ref: str | int, *, repo_id: str, stage: int | None = None) -> Bundle:
-    """Plan the upload of `stage` (default: the last trained one) of a run, verifying every file."""
+    """Plan the upload of `stage` (a 0-based index; default: the last trained one) of a run,
+    verifying every file."""
     run = get_run(session, run_ref)
     stages = stages_of(session, run.id)
     by_stage_id = {st.id: st for st in stages}
@@ -96,10 +105,10 @@ def build_bundle(session: Session, run_ref: str | int, *, repo_id: str, stage: i
                            hint=f"`hicl run show {run.id}` shows its progress")
         stage = max(adapters)
     elif not 0 <= stage < len(stages):
-        raise InvalidInput(f"run {run.id} has stages 0..{len(stages) - 1}; there is no stage {stage}")
+        raise InvalidInput(f"run {run.id} has stages 1..{len(stages)}; there is no stage {stage + 1}")
     missing = [i for i in range(stage + 1) if i not in adapters]
     if missing:
-        raise NotFound(f"run {run.id}: stage(s) {', '.join(map(str, missing))} have no adapter yet "
+        raise NotFound(f"run {run.id}: stage(s) {', '.join(str(i + 1) for i in missing)} have no adapter yet "
                        f"(status: {', '.join(stages[i].status for i in missing)})",
                        hint="push a stage that finished, or wait for the run")
 
@@ -108,7 +117,7 @@ def build_bundle(session: Session, run_ref: str | int, *, repo_id: str, stage: i
     verified = {i: _verified_files(adapters[i]) for i in range(stage + 1)}
     for i in range(stage + 1):
         files = verified[i]
-        prefix = f"stages/stage-{i}"
+        prefix = f"stages/stage-{i + 1}"
         uploads += [replace(up, path_in_repo=f"{prefix}/{rel}") for rel, up in sorted(files.items())]
         stage_entries.append({"index": i, "train_tasks": list(stages[i].train_tasks), "path": prefix,
                               "adapter": _adapter_rel(adapters[i]),
@@ -148,14 +157,14 @@ def build_bundle(session: Session, run_ref: str | int, *, repo_id: str, stage: i
 
 def _export(files: dict[str, Upload], stage: int) -> dict:
     """What answers after the stage, as its method said in its stage.json (`Method.export`): the
-    files under `stages/stage-<k>/`, and whether plain PEFT loads that model."""
+    files under `stages/stage-<k>/` (k counted from 1), and whether plain PEFT loads that model."""
     manifest = files.get("stage.json")
     data = manifest.data if manifest is not None and manifest.data is not None else (
         manifest.source.read_bytes() if manifest is not None else b"{}")
     export = json.loads(data or b"{}").get("export")
     if not export:  # a stage trained before methods declared their export: the adapter is all we know
         return {"files": [], "peft": True, "loader": "PeftModel.from_pretrained(base, REPO_ID)"}
-    return {"files": [f"stages/stage-{stage}/{f}" for f in export["files"]], "peft": bool(export["peft"]),
+    return {"files": [f"stages/stage-{stage + 1}/{f}" for f in export["files"]], "peft": bool(export["peft"]),
             "loader": export["loader"]}
 
 
@@ -251,13 +260,13 @@ def model_card(run: Run, manifest: dict, repo_id: str) -> str:
         f"LoRA adapter for `{base}`{' (a local base model)' if not is_hub_id(run.base_model) else ''}, "
         f"trained continually with hicl using **{run.method}** over "
         f"{len(names)} task(s): {' → '.join(names)}.",
-        f"This commit holds the adapter after stage {stage} of {manifest['n_stages']} (trained so far on: {trained}).",
+        f"This commit holds the adapter after stage {stage + 1} of {manifest['n_stages']} (trained so far on: {trained}).",
         "",
         "## Use",
         "",
         *_usage(manifest["answering_model"], load_base, repo_id, run.method),
         "",
-        f"Every stage up to this one is kept under `stages/stage-<i>/` (its adapter and method state, "
+        f"Every stage up to this one is kept under `stages/stage-<k>/`, k from 1 (its adapter and method state, "
         f"safetensors); `{MANIFEST_NAME}` lists the method, its configuration and every file's sha256.",
         "",
         "## Tasks",
@@ -274,7 +283,7 @@ def model_card(run: Run, manifest: dict, repo_id: str) -> str:
         "",
         _md_table(["after stage"] + names,
                   ([["zero-shot"] + [_num(v) for v in manifest["zero_shot"]]] if manifest["zero_shot"] else [])
-                  + [[i] + [_num(v) for v in row] for i, row in enumerate(manifest["matrix"])]),
+                  + [[i + 1] + [_num(v) for v in row] for i, row in enumerate(manifest["matrix"])]),
         "",
         "## Metrics",
         "",

@@ -48,11 +48,12 @@ class Published:
     @property
     def message(self) -> str:
         where = f"{self.repo_id}@{(self.commit_oid or '')[:12]}"
-        return {"pushed": f"stage {self.stage_index} pushed to {where}, tag {self.tag}",
-                "already": f"stage {self.stage_index} was already published to {where}; nothing sent",
-                "found": f"stage {self.stage_index} was already on the hub ({where}); recorded it",
-                "tagged": f"stage {self.stage_index} was on {where} without its tag; tagged it {self.tag}",
-                "superseded": f"stage {self.stage_index} not pushed on its own: a later stage of the run is "
+        stage = self.stage_index + 1  # as users count stages
+        return {"pushed": f"stage {stage} pushed to {where}, tag {self.tag}",
+                "already": f"stage {stage} was already published to {where}; nothing sent",
+                "found": f"stage {stage} was already on the hub ({where}); recorded it",
+                "tagged": f"stage {stage} was on {where} without its tag; tagged it {self.tag}",
+                "superseded": f"stage {stage} not pushed on its own: a later stage of the run is "
                               f"already on {self.repo_id}, with this stage's files under stages/"}[self.how]
 
 
@@ -109,14 +110,14 @@ def publish_stage(catalog: Catalog, *, run_id: int, stage_index: int, repo_id: s
     if tagged is not None:
         return Published("already", stage_index, repo_id, tagged.commit_oid, tagged.tag)
     if any(p.stage_index > stage_index for p in pushes):
-        _note(catalog, run_id, f"stage {stage_index} not pushed to {repo_id}: a later stage is already there")
+        _note(catalog, run_id, f"stage {stage_index + 1} not pushed to {repo_id}: a later stage is already there")
         return Published("superseded", stage_index, repo_id, None, None)
     api, ctx = _client(endpoint, repo_id)
     tag = bundle.tag(revision)
     if same:  # committed, but the tag step failed: set the tag on that commit
         row = same[-1]
         with ctx.step(f"tag the commit {tag!r}"):
-            _tag(api, repo_id, tag, row.commit_oid, f"hicl run {run_id} stage {stage_index}")
+            _tag(api, repo_id, tag, row.commit_oid, f"hicl run {run_id} stage {stage_index + 1}")
         with catalog.session() as s:
             fresh = s.get(Push, row.id)
             fresh.tag = tag
@@ -137,7 +138,7 @@ def _identity(bundle: Bundle) -> dict:
 
 
 def _identity_of(push: Push, stage_index: int) -> dict:
-    prefix = f"stages/stage-{stage_index}/"
+    prefix = f"stages/stage-{stage_index + 1}/"  # folders count from 1, as bundle.py writes them
     return {path[len(prefix):]: f["sha256"] for path, f in (push.files or {}).items() if path.startswith(prefix)}
 
 
@@ -191,7 +192,7 @@ def _record(catalog: Catalog, bundle: Bundle, repo_id: str, endpoint: str, revis
                     private=private, files={u.path_in_repo: {"sha256": u.sha256, "size": u.size} for u in bundle.uploads})
         s.add(push)
         s.flush()
-        add_event(s, f"stage {bundle.stage_index} found on {repo_id}@{revision} ({oid[:12]}); recorded it",
+        add_event(s, f"stage {bundle.number} found on {repo_id}@{revision} ({oid[:12]}); recorded it",
                   run_id=bundle.run_id, data={"push_id": push.id})
 
 

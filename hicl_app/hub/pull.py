@@ -144,7 +144,7 @@ def _download(catalog: Catalog, repo_id: str, revision: str, endpoint: str) -> t
                                  library_version=__version__)
     except RevisionNotFoundError:
         raise NotFound(f"{repo_id} on {endpoint} has no revision {revision!r}",
-                       hint="tags are stage-K (e.g. --revision stage-0); omit --revision for main") from None
+                       hint="tags are stage-K (e.g. --revision stage-1); omit --revision for main") from None
     except RepositoryNotFoundError:
         raise NotFound(f"no repo {repo_id} on {endpoint} (or it is private and the token cannot see it)",
                        hint="check the repo id and --endpoint; for a private repo set HF_TOKEN") from None

@@ -146,9 +146,9 @@ def _push(catalog: Catalog, bundle: Bundle, *, repo_id: str, endpoint: str | Non
     with ctx.step("upload and commit"):
         commit = api.create_commit(
             repo_id, operations, revision=revision,
-            commit_message=f"hicl: {bundle.run_name} (run {bundle.run_id}), stage {bundle.stage_index}",
-            commit_description=(f"Adapter after stage {bundle.stage_index} of {bundle.n_stages} at the root, "
-                                f"stages 0..{bundle.stage_index} under stages/, manifest in hicl.json."),
+            commit_message=f"hicl: {bundle.run_name} (run {bundle.run_id}), stage {bundle.number}",
+            commit_description=(f"Adapter after stage {bundle.number} of {bundle.n_stages} at the root, "
+                                f"stages 1..{bundle.number} under stages/, manifest in hicl.json."),
         )
     ctx.committed = True
 
@@ -156,7 +156,7 @@ def _push(catalog: Catalog, bundle: Bundle, *, repo_id: str, endpoint: str | Non
     tag_error = None
     try:
         with ctx.step(f"tag the commit {tag!r}"):
-            _tag(api, repo_id, tag, commit.oid, f"hicl run {bundle.run_id} stage {bundle.stage_index}")
+            _tag(api, repo_id, tag, commit.oid, f"hicl run {bundle.run_id} stage {bundle.number}")
     except HubError as exc:
         tag_error = exc
 
@@ -167,7 +167,7 @@ def _push(catalog: Catalog, bundle: Bundle, *, repo_id: str, endpoint: str | Non
     with catalog.session() as s:
         s.add(push)
         s.flush()
-        add_event(s, f"stage {bundle.stage_index} pushed to {repo_id}@{revision}: {commit.oid[:12]}",
+        add_event(s, f"stage {bundle.number} pushed to {repo_id}@{revision}: {commit.oid[:12]}",
                   run_id=bundle.run_id, data={"push_id": push.id, "commit_url": str(commit.commit_url)})
     if tag_error is not None:
         raise HubError(f"pushed {commit.commit_url}, but the tag could not be set: {tag_error}",

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from ..catalog.db import Catalog
 from ..catalog.models import Run
 from ..catalog.queue import with_busy_retry
 from ..catalog.runs import create_run
 from ..catalog.tasks import data_problem, get_task
 from ..core.errors import InvalidInput
+from .base_model import BaseModel, resolve_base
 from .method_options import check_method
 
 
-def start_run(catalog: Catalog, *, method: str, tasks: list[str], base: str, name: str | None, config: dict) -> Run:
-    """Validate method, tasks and base, then record the run with its stages and queued jobs."""
+def start_run(catalog: Catalog, *, method: str, tasks: list[str], base: str | BaseModel, name: str | None,
+              config: dict) -> Run:
+    """Validate method, tasks and base (a name, or what `resolve_base` found for it), then record the
+    run with its stages and queued jobs."""
     from ..engine.methods import get_method, method_names
 
     if method not in method_names():
@@ -37,15 +38,9 @@ def start_run(catalog: Catalog, *, method: str, tasks: list[str], base: str, nam
         problem = data_problem(row)
         if problem:
             raise InvalidInput(problem[0], hint=problem[1])
-    base_path = Path(base).expanduser()
-    if base_path.exists():
-        if not (base_path / "config.json").is_file():
-            raise InvalidInput(f"base model folder {base_path} has no config.json",
-                               hint="pass a folder saved with save_pretrained, or a hub id")
-        base = str(base_path.resolve())
-    elif base.startswith((".", "/", "~")) or base.count("/") > 1:
-        raise InvalidInput(f"base model {base!r} is neither an existing folder nor a hub id",
-                           hint="pass a local model folder or a hub id such as llava-hf/llava-1.5-7b-hf")
+    if not isinstance(base, BaseModel):
+        base = resolve_base(base)
+    base = base.ref
     _check_config(config, base)
     check_method(method, config.get("method_options") or {}, what=f"method {method!r}: ")
     stages = get_method(method, config.get("method_options")).plan(tasks)

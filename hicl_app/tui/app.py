@@ -49,6 +49,17 @@ class RunSearch(Provider):
                                help=f"{method} · {status}")
 
 
+def _declared_by_hicl(node, binding: Binding) -> bool:
+    """True when `binding` comes from the BINDINGS of one of hicl's own classes of `node`."""
+    for cls in type(node).__mro__:
+        if not cls.__module__.startswith("hicl_app"):
+            continue
+        for own in vars(cls).get("BINDINGS", []):
+            if isinstance(own, Binding) and own.action == binding.action and binding.key in own.key.split(","):
+                return True
+    return False
+
+
 class HiclApp(App[None]):
     CSS_PATH = stylesheet_path()
     TITLE = "hicl"
@@ -162,10 +173,19 @@ class HiclApp(App[None]):
 
         if isinstance(self.screen, HelpScreen):
             return
-        keys = [(b.key_display or self.get_key_display(b), b.description)
-                for b in (active.binding for active in self.screen.active_bindings.values() if active.enabled)
-                if b.description]
-        self.push_screen(HelpScreen(keys, str(self.catalog.settings.home)))
+        screen, app, generic = [], [], []
+        for active in self.screen.active_bindings.values():
+            b = active.binding
+            if not active.enabled or not b.description:
+                continue
+            entry = (b.key_display or self.get_key_display(b), b.description)
+            # hicl's own keys (declared by its screens and app) first; Textual's (focus, copy,
+            # a focused table's cursor keys) after them
+            if not _declared_by_hicl(active.node, b):
+                generic.append(entry)
+            else:
+                (app if active.node is self else screen).append(entry)
+        self.push_screen(HelpScreen(screen + app, str(self.catalog.settings.home), generic=generic))
 
     def action_add_task(self) -> None:
         from .screens.add_task import AddTaskScreen

@@ -52,6 +52,8 @@ class RunData:
     jobs: list[dict]
     loss: dict[int, list[tuple[int, float]]]
     cka: dict[str, list[list[float]]] = field(default_factory=dict)
+    #: the CKA a method measured itself while training (hide with --expand auto), see stored_cka
+    stored_cka: dict | None = None
 
     @property
     def id(self) -> int:
@@ -67,7 +69,35 @@ def load_run(catalog: Catalog, ref: int | str) -> RunData:
         detail = run_detail(s, run)
         jobs = board.jobs_of_run(s, run.id)
         loss = board.curve_points(s, run.id, "loss")
-    return RunData(detail=detail, jobs=jobs, loss=loss, cka=load_cka(catalog, detail["id"]))
+    return RunData(detail=detail, jobs=jobs, loss=loss, cka=load_cka(catalog, detail["id"]),
+                   stored_cka=stored_cka(detail))
+
+
+def stored_cka(detail: dict) -> dict | None:
+    """The CKA summary a hide run stored with its latest stage's state (it measures the mean
+    cross-task CKA per decoder layer to choose the layers it expands): {"stage", "kernel",
+    "n_probe", "mean_cross": {layer: value}, "expanded", "threshold"}; None when the run stored
+    none. Read from the stage's own manifest, so it needs no `hicl analyze cka`."""
+    import json
+    from pathlib import Path
+
+    if detail.get("method") != "hide":
+        return None
+    from ..engine.methods.hide import MANIFEST_FILE, STATE_DIR  # constants only: no torch
+
+    for a in sorted(detail["adapters"], key=lambda a: a["stage_index"] or 0, reverse=True):
+        path = Path(a["path"]).parent / STATE_DIR / MANIFEST_FILE
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        cka = manifest.get("cka")
+        if isinstance(cka, dict) and cka.get("mean_cross"):
+            return {"stage": a["stage_index"], "kernel": cka.get("kernel"), "n_probe": cka.get("n_probe"),
+                    "mean_cross": {int(k): v for k, v in cka["mean_cross"].items()},
+                    "expanded": list(manifest.get("expanded_layers") or []),
+                    "threshold": (manifest.get("options") or {}).get("cka_threshold")}
+    return None
 
 
 def load_cka(catalog: Catalog, run_id: int) -> dict[str, list[list[float]]]:
@@ -100,7 +130,24 @@ def fmt_score(value: float | None, digits: int = 1) -> str:
 
 
 def fmt_signed(value: float | None, digits: int = 1) -> str:
-    return "—" if value is None else f"{value:+.{digits}f}"
+    """`+1.5`, `-2.0`; a value that rounds to zero is `0.0`, never `-0.0`."""
+    if value is None:
+        return "—"
+    if round(value, digits) == 0:
+        return f"{0:.{digits}f}"
+    return f"{value:+.{digits}f}"
+
+
+def column_scales(rows: list[list[float | None]]) -> list[tuple[float, float]]:
+    """Per column, the colour scale from half its best score (red, and anything below) to its
+    best (green): a task is judged against what it reached, so a 48% task beside a caption task
+    scoring 180 is not drawn as a failure, and a drop to 3/4 of the best shows as amber."""
+    width = max((len(r) for r in rows), default=0)
+    scales = []
+    for j in range(width):
+        best = max((r[j] for r in rows if j < len(r) and r[j] is not None), default=0.0)
+        scales.append((best / 2, best) if best > 0 else (best - 1.0, best))
+    return scales
 
 
 def fmt_eta(seconds: float | None) -> str:

@@ -2,7 +2,9 @@
 
 Every worker holds a shared lock on `<workspace>/worker.lock` for as long as it lives; the
 kernel drops the lock when the process ends, however it ends (kill -9 included), so there is no
-stale pid file to trust. "A worker is alive" means the lock cannot be taken exclusively.
+stale pid file to trust. "A worker is alive" means the lock cannot be taken exclusively. To tell
+how many are alive, each worker also holds an exclusive lock on a file of its own under
+`<workspace>/workers/`; a file whose lock can be taken belongs to a worker that is gone.
 Starting a background worker happens under a second, exclusive lock, so two `hicl run start`
 at the same moment start one worker, not two. POSIX only (fcntl).
 """
@@ -22,6 +24,8 @@ from ..core.settings import Settings
 LOCK = "worker.lock"
 SPAWN_LOCK = "worker-spawn.lock"
 LOG = "worker.log"
+WORKERS = "workers"
+STALE_AFTER = 5.0  # seconds: a younger unlocked file may belong to a worker that is taking its lock
 IDLE_EXIT = 600.0
 
 
@@ -35,17 +39,48 @@ class Liveness:
 
     def __init__(self, settings: Settings):
         self.path = settings.home / LOCK
-        self.fh = None
+        self.own = settings.home / WORKERS / f"{os.getpid()}-{os.urandom(3).hex()}.lock"
+        self.fh = self.own_fh = None
 
     def __enter__(self) -> "Liveness":
         self.fh = _open(self.path)
         fcntl.flock(self.fh.fileno(), fcntl.LOCK_SH)
+        self.own_fh = _open(self.own)
+        fcntl.flock(self.own_fh.fileno(), fcntl.LOCK_EX)
         return self
 
     def __exit__(self, *_exc) -> None:
+        if self.own_fh is not None:
+            self.own.unlink(missing_ok=True)
+            self.own_fh.close()
+            self.own_fh = None
         if self.fh is not None:
             self.fh.close()  # closing drops the lock
             self.fh = None
+
+
+def live_workers(settings: Settings) -> int:
+    """How many worker processes of this workspace are running (any machine sharing its folder
+    and honouring flock); removes the files of workers that are gone."""
+    folder = settings.home / WORKERS
+    alive = 0
+    for path in folder.glob("*.lock") if folder.is_dir() else []:
+        try:
+            fh = open(path, "a+b")
+        except OSError:
+            continue
+        with fh:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                alive += 1
+                continue
+            try:
+                if time.time() - path.stat().st_mtime > STALE_AFTER:
+                    path.unlink(missing_ok=True)
+            except OSError:
+                pass
+    return alive
 
 
 def worker_alive(settings: Settings) -> bool:

@@ -45,7 +45,7 @@ def run_eval_job(ctx: JobContext) -> str:
         if all((index, t.name) in written for t in data):
             continue
         stage_dir = stage_paths(ctx.catalog, run.id, index)[0]
-        ctx.say(f"job {ctx.job.id}: scoring run {run.id} stage {index} on {', '.join(tasks)}")
+        ctx.say(f"job {ctx.job.id}: scoring run {run.id} stage {index + 1} on {', '.join(tasks)}")
         scores = run_eval(model, data, eval_cfg, stage_dir / f"eval-{ctx.job.id}", method=run.method,
                           method_options=cfg.get("method_options"), stage_dir=stage_dir, on_event=on_event,
                           should_stop=ctx.should_stop)
@@ -57,7 +57,7 @@ def run_eval_job(ctx: JobContext) -> str:
                     upsert_score(s, run.id, index, name, score=float(cell["score"]), n=int(cell["n"]),
                                  scorer=tasks[name].scorer, predictions_path=cell.get("predictions_path"),
                                  details={**cell.get("details", {}), "eval_job": ctx.job.id})
-                add_event(s, f"stage {index} scored: " + ", ".join(f"{k} {v['score']:.1f}" for k, v in scores.items()),
+                add_event(s, f"stage {index + 1} scored: " + ", ".join(f"{k} {v['score']:.1f}" for k, v in scores.items()),
                           run_id=run.id, job_id=ctx.job.id)
 
         queue.with_busy_retry(write)

@@ -35,7 +35,7 @@ def record_push_job(s: Session, run, stage_index: int) -> Job | None:
                        "revision": target.get("revision", "main")})
     s.add(job)
     s.flush()
-    add_event(s, f"stage {stage_index}: push to {target['repo_id']} queued (job {job.id})", run_id=run.id,
+    add_event(s, f"stage {stage_index + 1}: push to {target['repo_id']} queued (job {job.id})", run_id=run.id,
               job_id=job.id)
     return job
 

@@ -22,6 +22,7 @@ from ..catalog.runs import add_event, scores_of, stages_of, upsert_score
 from ..catalog.tasks import data_problem, get_task
 from ..core.errors import HiclError
 from .context import LEASE, JobContext
+from .log_lines import LogLines
 from .publish import record_push_job
 
 
@@ -114,10 +115,14 @@ class _Reporter:
         self.progress: dict | None = None
         self.last_loss: tuple[int, float | None] | None = None
         self.last_flush = 0.0
+        self.lines = LogLines()
 
     def __call__(self, event: dict) -> None:
         kind = event.get("type")
         boundary = False
+        line = self.lines.line(event)
+        if line:
+            self.ctx.say(line)
         if kind == "loss":
             step = int(event["step"])
             self.last_loss = (step, event.get("loss"))
@@ -130,8 +135,6 @@ class _Reporter:
             boundary = self.progress.get("step") == self.progress.get("total")
             if self.ctx.on_progress:
                 self.ctx.on_progress(self.stage, self.progress)
-        elif kind in ("log", "checkpoint", "eval"):
-            self.ctx.say(f"{kind}: {event.get('message', event)}")
         elif kind == "before_checkpoint":
             if self.ctx.reason == LEASE:  # known lost already: veto without asking the catalog
                 raise queue.LeaseLost(f"job {self.ctx.job.id} is no longer held by {self.ctx.owner}")
@@ -207,7 +210,7 @@ def run_stage_job(ctx: JobContext) -> str:
             return run, stage
 
     run, stage = queue.with_busy_retry(begin)
-    ctx.say(f"job {job.id}: run {run.id} stage {stage.index} ({run.method}, train on "
+    ctx.say(f"job {job.id}: run {run.id} stage {stage.index + 1} ({run.method}, train on "
             f"{', '.join(stage.train_tasks)}), attempt {job.attempts}")
     spec = build_spec(catalog, run, stage)
     reporter = _Reporter(ctx, stage)
@@ -296,7 +299,7 @@ def _record_result(ctx: JobContext, run: Run, stage: Stage, spec, result) -> Non
             r.status, r.finished_at = "completed", utcnow()
         s.add(r)
         record_push_job(s, r, stage.index)  # with --push-to: the stage goes to the hub next
-        add_event(s, f"stage {stage.index} done: " + ", ".join(f"{k} {v['score']:.1f}" for k, v in result.scores.items()),
+        add_event(s, f"stage {stage.index + 1} done: " + ", ".join(f"{k} {v['score']:.1f}" for k, v in result.scores.items()),
                   run_id=run.id, job_id=ctx.job.id)
 
 

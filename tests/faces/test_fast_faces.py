@@ -33,7 +33,8 @@ def test_version_and_help_exit_zero(home):
         assert proc.stdout.strip()
 
 
-def test_usage_error_exits_2(home):
+def test_usage_error_exits_3(home):
+    """A usage error is an input error: exit 3, as a bad value or a bad file (no separate 2)."""
     proc = subprocess.run([sys.executable, "-m", "hicl_app", "no-such-command"], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2
+    assert proc.returncode == 3
     assert "No such command" in proc.stderr and proc.stdout == ""

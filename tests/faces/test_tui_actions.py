@@ -306,9 +306,10 @@ async def test_start_run_form_starts_a_background_worker_like_run_start(catalog,
         await _fill(pilot, {"base": str(fake_base(tmp_path)), "max_steps": "3"})
         await pilot.click("#submit")
         await wait_for(pilot, lambda: isinstance(app.screen, RunScreen), what="the new run's screen")
-        notes = [n.message for n in app._notifications]
+        # the note is a message: it may arrive just after the run's screen
+        await wait_for(pilot, lambda: any("background worker (pid 4242) trains it" in n.message
+                                          for n in app._notifications), what="the note on who trains it")
     assert calls == [catalog.settings.home]
-    assert any("background worker (pid 4242) trains it" in m for m in notes), notes
 
 
 @async_test
@@ -359,4 +360,5 @@ async def test_push_goes_through_the_hub_layer(catalog, three_stage_run, monkeyp
         await pilot.click("#submit")
         await wait_for(pilot, lambda: isinstance(app.screen, RunScreen), what="the push to finish")
         assert calls == [(run_id, "alice/hicl-run", False)]
-        assert any("hub.example/alice/hicl-run" in n.message for n in app._notifications)
+        await wait_for(pilot, lambda: any("hub.example/alice/hicl-run" in n.message for n in app._notifications),
+                       what="the note with the commit URL")

@@ -42,7 +42,8 @@ async def test_dashboard_pages_runs_and_shows_jobs_and_tasks(busy):
         assert cell_texts(runs)[0][:5] == ["250", "seq-lora-0250", "seq-lora", "1/5", "running"]
         assert "Runs 1–100 of 250" in str(runs.border_title)
         jobs = cell_texts(screen.query_one("#jobs"))
-        assert jobs[0][2] == "running" and "/" in jobs[0][3] and jobs[0][6] != "—"  # progress and ETA
+        assert jobs[0][3] == "running" and "/" in jobs[0][4] and jobs[0][7] != "—"  # progress and ETA
+        assert int(jobs[0][2]) >= 1  # stages count from 1 on every screen
         assert len(cell_texts(screen.query_one("#tasks"))) == 6
         await pilot.press("right_square_bracket")
         await settle(pilot)
@@ -199,11 +200,11 @@ async def test_screens_follow_a_worker_live(catalog, live_run):
         try:
             await wait_for(pilot, engine.held.is_set, what="the worker to reach the middle of stage 0")
             jobs = dashboard.query_one("#jobs")
-            await wait_for(pilot, lambda: cell_texts(jobs)[0][2] == "running" and "3/6" in cell_texts(jobs)[0][3],
+            await wait_for(pilot, lambda: cell_texts(jobs)[0][3] == "running" and "3/6" in cell_texts(jobs)[0][4],
                            what="the job's progress on the dashboard")
             assert cell_texts(dashboard.query_one("#runs"))[0][4] == "running"
             row = cell_texts(jobs)[0]
-            assert row[5] == "12.5" and row[6] == "3s"  # samples/s and ETA from the worker
+            assert row[6] == "12.5" and row[7] == "3s"  # samples/s and ETA from the worker
             app.open_run(run_id)
             await settle(pilot)
             screen = app.screen

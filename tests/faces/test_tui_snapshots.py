@@ -1,4 +1,4 @@
-"""Snapshots of the main screens at 80x24 (and the dashboard and the comparison wide, the dashboard in the light theme).
+"""Snapshots of the main screens at 80x24 and 120x35 (and the dashboard in the light theme).
 
 Regenerate after an intended change with `pytest tests/faces/test_tui_snapshots.py --snapshot-update`
 and look at the SVGs under tests/faces/__snapshots__/ before committing them.
@@ -41,6 +41,10 @@ def test_dashboard(snap_compare, demo):
     assert snap_compare(HiclApp(demo, poll_interval=None), run_before=steps())
 
 
+def test_dashboard_120x35(snap_compare, demo):
+    assert snap_compare(HiclApp(demo, poll_interval=None), run_before=steps(), terminal_size=(120, 35))
+
+
 def test_dashboard_wide(snap_compare, demo):
     assert snap_compare(HiclApp(demo, poll_interval=None), run_before=steps(), terminal_size=(160, 40))
 
@@ -53,6 +57,11 @@ def test_dashboard_light_theme(snap_compare, demo):
 
 def test_run_matrix(snap_compare, demo):
     assert snap_compare(HiclApp(demo, poll_interval=None), run_before=steps(lambda app: app.open_run(7)))
+
+
+def test_run_matrix_120x35(snap_compare, demo):
+    assert snap_compare(HiclApp(demo, poll_interval=None), run_before=steps(lambda app: app.open_run(7)),
+                        terminal_size=(120, 35))
 
 
 def test_run_loss_curve(snap_compare, demo):
@@ -137,5 +146,15 @@ def test_add_task_form(snap_compare, demo):
     assert snap_compare(HiclApp(demo, poll_interval=None), run_before=steps("a"))
 
 
+#: the start-run form with the picker focused, two tasks ticked (the second first) and the cursor
+#: on an unticked one: the picker's rows, the order line and the focus must all show
+PICKED = ("s", lambda app: app.screen.query_one("#tasks").focus(), "down", "down", "space", "up", "space", "down",
+          "down")
+
+
 def test_start_run_form(snap_compare, demo):
-    assert snap_compare(HiclApp(demo, poll_interval=None), run_before=steps("s"))
+    assert snap_compare(HiclApp(demo, poll_interval=None), run_before=steps(*PICKED))
+
+
+def test_start_run_form_120x35(snap_compare, demo):
+    assert snap_compare(HiclApp(demo, poll_interval=None), run_before=steps(*PICKED), terminal_size=(120, 35))

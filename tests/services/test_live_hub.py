@@ -96,17 +96,17 @@ def test_live_push_with_the_hub_down_then_pull_and_extend(cli, home, tmp_path, t
     while head.parent is not None:
         chain.append(head)
         head = repo.commits[head.parent]
-    assert len(chain) == 3 and set(repo.tags) == {"stage-0", "stage-1", "stage-2"}
-    assert [repo.tags[f"stage-{k}"] for k in (2, 1, 0)] == [c.oid for c in chain]  # one commit per stage, in order
+    assert len(chain) == 3 and set(repo.tags) == {"stage-1", "stage-2", "stage-3"}
+    assert [repo.tags[f"stage-{k + 1}"] for k in (2, 1, 0)] == [c.oid for c in chain]  # one commit per stage, in order
     with catalog.session() as s:
         adapters = {a.stage_id: a for a in s.exec(select(Adapter).where(Adapter.run_id == run_id))}
         by_stage = {st.index: adapters[st.id] for st in s.exec(select(Stage).where(Stage.run_id == run_id))}
         pushes = list(s.exec(select(Job).where(Job.kind == "push").order_by(Job.id)))
     assert [j.status for j in pushes] == ["done"] * 3 and pushes[1].attempts >= 2
     for k, adapter in by_stage.items():
-        commit = repo.commits[repo.tags[f"stage-{k}"]]
+        commit = repo.commits[repo.tags[f"stage-{k + 1}"]]
         for rel, sha in adapter.files.items():
-            assert commit.files[f"stages/stage-{k}/{rel}"].sha256 == sha
+            assert commit.files[f"stages/stage-{k + 1}/{rel}"].sha256 == sha
         assert commit.files["adapter_model.safetensors"].sha256 == adapter.sha256
     listed = cli("jobs", "--json")
     assert {(j["kind"], j["stage_index"], j["repo_id"]) for j in json.loads(listed.stdout) if j["kind"] == "push"} == \
@@ -139,7 +139,7 @@ def test_live_push_with_the_hub_down_then_pull_and_extend(cli, home, tmp_path, t
         ours = Path(mine["adapters"][k]["path"])
         assert ours.is_relative_to(other)
         assert torch.equal(logits(tiny_base_dir, ours), logits(tiny_base_dir, Path(by_stage[k].path)))
-    at = json.loads(cli("pull", REPO, "--revision", "stage-0", "--base", tiny_base_dir, "--json").stdout)
+    at = json.loads(cli("pull", REPO, "--revision", "stage-1", "--base", tiny_base_dir, "--json").stdout)
     assert at["stages"] == 1
     assert cli("pull", REPO, "--revision", "stage-9", "--base", tiny_base_dir).exit_code == 4
 

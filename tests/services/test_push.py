@@ -157,7 +157,7 @@ def test_push_uploads_everything_and_the_adapter_loads_with_the_same_logits(cli,
     out = json.loads(result.stdout)
     head = hub.head("alice/tiny-seq")
     assert out["commit_oid"] == head.oid and out["commit_url"].endswith(f"/alice/tiny-seq/commit/{head.oid}")
-    assert out["tag"] == "stage-1" and hub.repos["alice/tiny-seq"].tags == {"stage-1": head.oid}
+    assert out["tag"] == "stage-2" and hub.repos["alice/tiny-seq"].tags == {"stage-2": head.oid}  # stages count from 1
     assert head.parent is not None and hub.head("alice/tiny-seq", head.parent).parent is None  # ONE commit
 
     # exactly what the dry run listed, byte for byte
@@ -169,7 +169,7 @@ def test_push_uploads_everything_and_the_adapter_loads_with_the_same_logits(cli,
             assert data == Path(f["source"]).read_bytes()
     last = stage_dir(home, run_id, 1)
     assert hub.file("alice/tiny-seq", "adapter_model.safetensors") == (last / "adapter/adapter_model.safetensors").read_bytes()
-    assert hub.file("alice/tiny-seq", "stages/stage-0/state/anchors.safetensors") == \
+    assert hub.file("alice/tiny-seq", "stages/stage-1/state/anchors.safetensors") == \
         (stage_dir(home, run_id, 0) / "state/anchors.safetensors").read_bytes()
     assert head.files["adapter_model.safetensors"].lfs and not head.files["hicl.json"].lfs
 
@@ -181,26 +181,26 @@ def test_push_uploads_everything_and_the_adapter_loads_with_the_same_logits(cli,
         "adapter/adapter_model.safetensors"]
     card = ModelCard(hub.file("alice/tiny-seq", "README.md").decode())
     assert card.data.library_name == "peft" and "continual-learning" in card.data.tags
-    assert "| 1 | 55.00 | 90.00 |" in card.text and "1" * 64 in card.text and "Forgetting" in card.text
+    assert "| 2 | 55.00 | 90.00 |" in card.text and "1" * 64 in card.text and "Forgetting" in card.text
 
     # the published adapter is the same model
-    snap = snapshot_download("alice/tiny-seq", revision="stage-1", endpoint=hub.endpoint, token=TOKEN,
+    snap = snapshot_download("alice/tiny-seq", revision="stage-2", endpoint=hub.endpoint, token=TOKEN,
                              cache_dir=tmp_path / "hf-cache")
     import torch
 
     want = logits(PeftModel.from_pretrained(load_base(tiny_base), last / "adapter").eval())
     got = logits(PeftModel.from_pretrained(load_base(tiny_base), snap).eval())
     assert torch.equal(want, got) and not torch.equal(got, logits(load_base(tiny_base)))
-    first = logits(PeftModel.from_pretrained(load_base(tiny_base), Path(snap) / "stages/stage-0/adapter").eval())
+    first = logits(PeftModel.from_pretrained(load_base(tiny_base), Path(snap) / "stages/stage-1/adapter").eval())
     assert torch.equal(first, logits(PeftModel.from_pretrained(load_base(tiny_base),
                                                                stage_dir(home, run_id, 0) / "adapter").eval()))
 
     # recorded in the catalog and shown by run show
     shown = json.loads(cli("run", "show", run_id, "--json").stdout)
     assert [(p["stage_index"], p["repo_id"], p["commit_oid"], p["commit_url"], p["tag"]) for p in shown["pushes"]] == \
-        [(1, "alice/tiny-seq", head.oid, out["commit_url"], "stage-1")]
+        [(1, "alice/tiny-seq", head.oid, out["commit_url"], "stage-2")]
     text = cli("run", "show", run_id).stdout
-    assert out["commit_url"] in text and "stage-1" in text
+    assert out["commit_url"] in text and "stage-2" in text
 
     # the token went nowhere: not in the output, the catalog or the logs
     for path in home.rglob("*"):
@@ -210,28 +210,28 @@ def test_push_uploads_everything_and_the_adapter_loads_with_the_same_logits(cli,
 
 
 def test_stage_option_branch_tags_and_a_repeated_push(cli, home, run_id, hub):
-    first = push(cli, run_id, "--hub", "alice/r", "--stage", "0", "--json")
+    first = push(cli, run_id, "--hub", "alice/r", "--stage", "1", "--json")
     assert first.exit_code == 0, first.stderr
     head0 = hub.head("alice/r")
     assert hub.file("alice/r", "adapter_model.safetensors") == \
         (stage_dir(home, run_id, 0) / "adapter/adapter_model.safetensors").read_bytes()
-    assert not any(p.startswith("stages/stage-1/") for p in head0.files)
+    assert not any(p.startswith("stages/stage-2/") for p in head0.files)
     manifest = json.loads(hub.file("alice/r", "hicl.json"))
     assert manifest["matrix"] == [[80.0, None]] and manifest["metrics"]["mft"] == 80.0  # the card's numbers
 
     assert push(cli, run_id, "--hub", "alice/r").exit_code == 0
     head1 = hub.head("alice/r")
-    assert hub.repos["alice/r"].tags == {"stage-0": head0.oid, "stage-1": head1.oid}
+    assert hub.repos["alice/r"].tags == {"stage-1": head0.oid, "stage-2": head1.oid}
 
     again = push(cli, run_id, "--hub", "alice/r", "--json")  # nothing changed: no new commit, tag kept
     assert again.exit_code == 0, again.stderr
     assert json.loads(again.stdout)["commit_oid"] == head1.oid == hub.head("alice/r").oid
 
-    dev = push(cli, run_id, "--hub", "alice/r", "--stage", "0", "--revision", "dev", "--json")
+    dev = push(cli, run_id, "--hub", "alice/r", "--stage", "1", "--revision", "dev", "--json")
     assert dev.exit_code == 0, dev.stderr
     assert hub.head("alice/r").oid == head1.oid  # main untouched
-    assert json.loads(dev.stdout)["tag"] == "dev-stage-0"
-    assert hub.repos["alice/r"].tags["dev-stage-0"] == hub.repos["alice/r"].branches["dev"]
+    assert json.loads(dev.stdout)["tag"] == "dev-stage-1"
+    assert hub.repos["alice/r"].tags["dev-stage-1"] == hub.repos["alice/r"].branches["dev"]
 
     text = push(cli, run_id, "--hub", "alice/r", "--dry-run")
     assert text.exit_code == 0 and "adapter_model.safetensors" in text.stdout and "files," in text.stdout
@@ -335,7 +335,7 @@ def test_a_file_changed_since_training_is_refused(cli, home, run_id, hub):
     fails(push(cli, run_id, "--hub", "alice/r", "--dry-run"), 5, "no longer matches the catalog")
     target.write_bytes(original)
     (stage_dir(home, run_id, 1) / "adapter" / "adapter_config.json").unlink()
-    fails(push(cli, run_id, "--hub", "alice/r", "--stage", "1"), 5, "adapter_config.json is missing")
+    fails(push(cli, run_id, "--hub", "alice/r", "--stage", "2"), 5, "adapter_config.json is missing")
     assert hub.requests == []
 
 
@@ -369,8 +369,8 @@ def test_the_card_says_what_loads_a_method_whose_model_is_not_its_peft_adapter(h
         bundle = build_bundle(s, run_id, repo_id="alice/x")
     card = next(u.data for u in bundle.uploads if u.path_in_repo == "README.md").decode()
     assert "**not** the PEFT adapter" in card and "get_method('hide').load" in card
-    assert bundle.manifest["answering_model"]["files"] == ["stages/stage-1/state/anchors.safetensors"]
-    assert "stages/stage-1/state/anchors.safetensors" in bundle.manifest["files"]
+    assert bundle.manifest["answering_model"]["files"] == ["stages/stage-2/state/anchors.safetensors"]
+    assert "stages/stage-2/state/anchors.safetensors" in bundle.manifest["files"]
 
 
 # --- credentials never shown ------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from ..distributed import comm, fsdp
 from ..errors import EngineError, Stopped
 from ..modeling.precision import autocast_context
 from .checkpoint import capture_rng, latest_checkpoint, load_checkpoint, restore_rng, save_checkpoint
+from .rate import StepRate
 
 EventFn = Callable[[dict], None]
 StopFn = Callable[[], bool]
@@ -244,12 +245,13 @@ def train(model: nn.Module, processor: Any, records: list[dict], cfg: TrainConfi
         return batch, len(ids), weight
 
     model.train()
-    t0, last_progress, loss_value, seen = time.monotonic(), 0.0, None, 0
+    last_progress, loss_value, meter = 0.0, None, StepRate()
     with vision_feature_cache(model, cfg.cache_vision):
         try:
             for step in range(start, total):
                 if comm.any_true(should_stop is not None and should_stop(), device):
                     raise Stopped(step, checkpoint(step) if step > 0 else None)
+                meter.start_step()
                 lr = schedule.lr(step)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
@@ -258,7 +260,7 @@ def train(model: nn.Module, processor: Any, records: list[dict], cfg: TrainConfi
                                              for b, _, w in batches)], device)[0]
                 optimizer.zero_grad(set_to_none=True)
                 loss_total, aux_total = 0.0, None
-                for k, (batch, size, weight) in enumerate(batches):
+                for k, (batch, _size, weight) in enumerate(batches):
                     on_device = _to_device(batch, device, dtype)
                     # DDP averages the ranks' gradients: scaling by `world` makes that the global sum
                     last = k == len(batches) - 1
@@ -278,18 +280,17 @@ def train(model: nn.Module, processor: Any, records: list[dict], cfg: TrainConfi
                             aux_total = (aux_total or 0.0) + float(aux.detach())
                             loss = loss + aux
                         loss.backward()
-                    seen += size
                 if cfg.grad_clip > 0:
                     torch.nn.utils.clip_grad_norm_([p for _, p in named], cfg.grad_clip)
                 optimizer.step()
                 done, loss_value = step + 1, comm.all_sum([loss_total], device)[0]
+                meter.end_step(sum(size for _, size, _ in batches))
                 emit({"type": "loss", "step": done, "loss": loss_value, "lr": lr,
                       **({"aux_loss": aux_total} if aux_total is not None else {})})
                 now = time.monotonic()
                 if now - last_progress >= 1.0 or done in (start + 1, total):
-                    elapsed = max(now - t0, 1e-9)
                     emit({"type": "progress", "step": done, "total": total, "loss": loss_value, "lr": lr,
-                          "samples_per_s": seen / elapsed, "eta_s": (total - done) * elapsed / (done - start)})
+                          "samples_per_s": meter.samples_per_s(), "eta_s": meter.eta_s(total - done)})
                     last_progress = now
                 if cfg.checkpoint_every and done % cfg.checkpoint_every == 0 and done < total:
                     checkpoint(done)

@@ -37,7 +37,24 @@ class LiveScreen(Screen):
         if get_current_worker().is_cancelled or (data == self.shown and not redraw):
             return
         self.shown = data
-        self.app.call_from_thread(self.show_data, data)
+        self.app.call_from_thread(self._show, data)
+
+    async def _show(self, data: Any) -> None:
+        """show_data, unless the screen was taken down while the data was read (the app quitting,
+        the screen popped): its widgets are gone then and there is nothing to draw."""
+        from inspect import isawaitable
+
+        from textual.css.query import NoMatches
+
+        if not self.app.is_running or not self.is_attached or self not in self.app.screen_stack:
+            return
+        try:
+            result = self.show_data(data)
+            if isawaitable(result):
+                await result
+        except NoMatches:
+            if self.app.is_running and self.is_attached and self in self.app.screen_stack:
+                raise
 
     def load(self) -> Any:
         """Read what the screen shows (called in a worker thread)."""

@@ -10,13 +10,17 @@ from textual.widgets import DataTable, Footer
 
 from ..data import DashboardData, fmt_eta, fmt_score, load_dashboard, progress_of, stage_label
 from ..widgets.style import Palette
-from ..widgets.tables import clip, num, refill, selected_key
+from ..widgets.tables import Fit, clip, num, refill, selected_key
 from .base import LiveScreen
 
 BAR = 8
 RUN_COLUMNS = ("#", "name", "method", "stage", "status", "Avg", "Last", "created")
-JOB_COLUMNS = ("job", "run · stage", "status", "progress", "loss", "smp/s", "ETA")
+JOB_COLUMNS = ("job", "run", "st", "status", "progress", "loss", "smp/s", "ETA")
 TASK_COLUMNS = ("task", "train", "test", "scorer", "format")
+#: what gives way when a panel is narrow: status, scores, loss, rate and ETA stay whole
+RUN_FIT = Fit(priority=(1, 4, 5, 6, 3, 0, 2, 7), keep=6, shrink={1: 12})
+JOB_FIT = Fit(priority=(1, 2, 3, 5, 6, 7, 4, 0), keep=7, shrink={1: 9, 4: BAR}, crop=frozenset({4}))
+TASK_FIT = Fit(priority=(0, 3, 1, 2, 4), keep=2, shrink={0: 10})
 
 
 class DashboardScreen(LiveScreen):
@@ -61,19 +65,19 @@ class DashboardScreen(LiveScreen):
         refill(runs, RUN_COLUMNS, [(str(r["id"]), [
             num(str(r["id"]), muted), clip(r["name"], 28), Text(r["method"]), num(stage_label(r)),
             palette.status(r["status"]), num(fmt_score(r["metrics"]["avg"])), num(fmt_score(r["metrics"]["last"])),
-            Text(r["created_at"].strftime("%Y-%m-%d %H:%M"), style=muted)]) for r in data.runs])
+            Text(r["created_at"].strftime("%Y-%m-%d %H:%M"), style=muted)]) for r in data.runs], RUN_FIT)
         first = data.page * data.page_size + 1
         runs.border_title = (f"Runs {first}–{first + len(data.runs) - 1} of {data.runs_total}" if data.runs
                              else "Runs · none yet: s starts one")
         runs.border_subtitle = (f"page {data.page + 1}/{data.pages} · [ ]" if data.pages > 1 else "") + \
             (f" · marked #{self.app.marked_run}" if self.app.marked_run is not None else "")
         jobs = self.query_one("#jobs", DataTable)
-        refill(jobs, JOB_COLUMNS, [(str(j["id"]), self._job_cells(j, palette)) for j in data.jobs])
+        refill(jobs, JOB_COLUMNS, [(str(j["id"]), self._job_cells(j, palette)) for j in data.jobs], JOB_FIT)
         active = sum(j["status"] in ("running", "queued") for j in data.jobs)
         jobs.border_title = f"Jobs · {active} active"
         tasks = self.query_one("#tasks", DataTable)
         refill(tasks, TASK_COLUMNS, [(t["name"], [clip(t["name"], 24), num(str(t["n_train"])), num(str(t["n_test"])),
-                                    Text(t["scorer"]), Text(t["format"], style=muted)]) for t in data.tasks])
+                                    Text(t["scorer"]), Text(t["format"], style=muted)]) for t in data.tasks], TASK_FIT)
         tasks.border_title = f"Tasks · {len(data.tasks)}" if data.tasks else "Tasks · none yet: a adds one"
         self.app.first_paint()
 
@@ -85,14 +89,19 @@ class DashboardScreen(LiveScreen):
         bar.append(f" {steps}", style=palette.muted.hex)
         running = job["status"] == "running"
         rate = p.get("samples_per_s")
-        run = clip(job["run_name"] or f"run {job['run_id']}", 14)
-        if job["stage_index"] is not None:
-            push = "push " if job.get("kind") == "push" else ""
-            run.append(f" ·{push}{job['stage_index']}", style=palette.muted.hex)
-        return [num(str(job["id"]), palette.muted.hex), run, palette.status(status), bar,
+        run = clip(job["run_name"] or f"run {job['run_id']}", 28)
+        stage = "" if job["stage_index"] is None else str(job["stage_index"] + 1)
+        if job.get("kind") == "push" and stage:
+            stage = f"push {stage}"
+        return [num(str(job["id"]), palette.muted.hex), run, num(stage), palette.status(status), bar,
                 num(fmt_score(p.get("loss"), 3) if p.get("loss") is not None else "—"),
                 num(f"{rate:.1f}" if running and rate is not None else "—"),
                 num(fmt_eta(p.get("eta_s")) if running else "—")]
+
+    def on_resize(self, _event) -> None:
+        """Fit the columns again to the panels' new widths (after they are laid out)."""
+        if self.data is not None:
+            self.call_after_refresh(self.show_data, self.data)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         table = event.data_table

@@ -7,9 +7,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
 
-from ..data import RunData, fmt_eta, fmt_score, fmt_size, load_run, progress_of
+from ..data import RunData, column_scales, fmt_eta, fmt_score, fmt_size, load_run, progress_of
 from ..widgets.cka import CkaView
-from ..widgets.heatmap import HeatmapTable, legend, value_range
+from ..widgets.heatmap import HeatmapTable, value_range
 from ..widgets.loss_chart import LossChart
 from ..widgets.metrics import MetricsBar
 from ..widgets.style import Palette
@@ -84,9 +84,9 @@ class RunScreen(LiveScreen):
         self._show_stages(data, palette)
         self._show_adapters(data, palette)
         tabs = self.query_one("#run-tabs", TabbedContent)
-        if data.cka:
+        if data.cka or data.stored_cka:
             tabs.show_tab("cka")
-            await self.query_one("#cka-view", CkaView).show(data.cka, d["task_order"])
+            await self.query_one("#cka-view", CkaView).show(data.cka, d["task_order"], data.stored_cka)
         else:
             tabs.hide_tab("cka")
 
@@ -94,15 +94,19 @@ class RunScreen(LiveScreen):
         d = data.detail
         names, matrix = d["task_order"], d["matrix"]
         lo, hi = value_range(matrix)
-        labels = [f"s{st['index']} {', '.join(st['train_tasks'])}" for st in d["stages"]]
+        labels = [f"s{st['index'] + 1} {', '.join(st['train_tasks'])}" for st in d["stages"]]
         rows, row_labels = list(matrix), list(labels)
         if d["zero_shot"]:
             rows.insert(0, d["zero_shot"])
             row_labels.insert(0, "zero-shot")
         footer = ("Δ vs best", data.forgetting()) if len(matrix) > 1 else None
-        self.query_one("#matrix-table", HeatmapTable).show(row_labels, names, rows, lo=lo, hi=hi, footer=footer)
-        caption = legend(palette, lo, hi)
-        caption.append("  row sK = after training stage K; column = task", style=palette.muted.hex)
+        self.query_one("#matrix-table", HeatmapTable).show(row_labels, names, rows, lo=lo, hi=hi, footer=footer,
+                                                           scales=column_scales(rows))
+        caption = Text("½ best ", style=palette.muted.hex)
+        for i in range(8):
+            caption.append(" ", style=palette.heat(i / 7, 0.0, 1.0))
+        caption.append(" best, per column · row sK: after stage K",
+                       style=palette.muted.hex)
         self.query_one("#matrix-legend", Static).update(caption)
 
     def _show_stages(self, data: RunData, palette: Palette) -> None:
@@ -115,7 +119,7 @@ class RunScreen(LiveScreen):
             bar = palette.bar(fraction, 10, job["status"])
             running = job["status"] == "running"
             rows.append((str(st["index"]), [
-                num(str(st["index"])), clip(", ".join(st["train_tasks"]), 24), palette.status(st["status"]), bar,
+                num(str(st["index"] + 1)), clip(", ".join(st["train_tasks"]), 24), palette.status(st["status"]), bar,
                 num(steps or (str(st["steps"]) if st["steps"] is not None else "")),
                 num(fmt_score(p.get("loss"), 3) if p.get("loss") is not None else "—"),
                 num(fmt_eta(p.get("eta_s")) if running else "—"),
@@ -123,7 +127,7 @@ class RunScreen(LiveScreen):
         refill(self.query_one("#stages-table", DataTable), STAGE_COLUMNS, rows)
 
     def _show_adapters(self, data: RunData, palette: Palette) -> None:
-        rows = [(str(i), [num("" if a["stage_index"] is None else str(a["stage_index"])),
+        rows = [(str(i), [num("" if a["stage_index"] is None else str(a["stage_index"] + 1)),
                           num(fmt_size(a["size_bytes"])), Text(a["sha256"][:16] + "…", style=palette.accent.hex),
                           num(str(len(a["files"]))), Text(a["path"], style=palette.muted.hex)])
                 for i, a in enumerate(data.detail["adapters"])]
@@ -147,7 +151,7 @@ class RunScreen(LiveScreen):
 
     def action_tab(self, tab: str) -> None:
         tabs = self.query_one("#run-tabs", TabbedContent)
-        if tab != "cka" or (self.data and self.data.cka):
+        if tab != "cka" or (self.data and (self.data.cka or self.data.stored_cka)):
             tabs.active = tab
 
     def action_job(self, action: str) -> None:

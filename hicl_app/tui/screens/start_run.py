@@ -1,7 +1,13 @@
-"""Start a run: method, tasks in the order ticked, base model and the main hyper-parameters."""
+"""Start a run: method, tasks in the order ticked, base model and the main hyper-parameters.
+
+The form scrolls between its title and its buttons, so at 80x24 every field stays reachable and
+the buttons stay in view; the task picker shows up to eight tasks at once, each ticked one
+numbered by its place in the training order, and the order line sits right under it.
+"""
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -27,24 +33,24 @@ class StartRunScreen(ModalScreen[tuple[int, str] | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog", id="start-run"):
-            with Grid(classes="form"):
-                yield Label("method")
-                yield Select([], id="method", prompt="loading…", compact=True)
-                yield Label("base model")
-                yield Input(placeholder="local folder or hub id", id="base", compact=True)
-                yield Label("name")
-                yield Input(placeholder="default: method:tasks", id="name", compact=True)
-                yield Label("tasks")
-                yield SelectionList[str](id="tasks", compact=True)
-                yield Label("order")
-                yield Static("tick tasks in training order", id="order")
-            with Grid(classes="form params"):
-                for key, label, _kind, default in TRAIN_FIELDS:
-                    yield Label(label)
-                    yield Input(value="" if default is None else str(default), placeholder="—", id=key,
-                                compact=True)
-            yield Grid(classes="form params", id="method-options")
-            with VerticalScroll(classes="report"):
+            with VerticalScroll(id="start-body", can_focus=False):  # tab goes field to field
+                with Grid(classes="form"):
+                    yield Label("method")
+                    yield Select([], id="method", prompt="loading…", compact=True)
+                    yield Label("base model")
+                    yield Input(placeholder="local folder or hub id", id="base", compact=True)
+                    yield Label("name")
+                    yield Input(placeholder="default: method:tasks", id="name", compact=True)
+                yield Label("tasks: space ticks one; they train in the order ticked", classes="picker-label")
+                yield SelectionList[str](id="tasks")
+                yield Static("order: none ticked yet", id="order")
+                with Grid(classes="form params"):
+                    for key, label, _kind, default in TRAIN_FIELDS:
+                        yield Label(label)
+                        yield Input(value="" if default is None else str(default),
+                                    placeholder="by base size" if key in ("lr", "epochs") else "—", id=key,
+                                    compact=True)
+                yield Grid(classes="form params", id="method-options")
                 yield ErrorReport(id="error")
             with Horizontal(classes="buttons"):
                 yield Button("Start run", variant="primary", id="submit", compact=True)
@@ -69,7 +75,9 @@ class StartRunScreen(ModalScreen[tuple[int, str] | None]):
         select.prompt = "choose a method" if methods else "no method registered"
         if methods:
             select.value = methods[0]
-        self.query_one("#tasks", SelectionList).add_options([(t, t) for t in tasks])
+        picker = self.query_one("#tasks", SelectionList)
+        picker.add_options([(t, t) for t in tasks])
+        picker.styles.height = min(max(len(tasks), 1), 8) + 2  # every task in view, up to eight, plus the border
         if not tasks:
             self.query_one("#order", Static).update("no tasks yet: add one first (a on the dashboard)")
 
@@ -90,10 +98,16 @@ class StartRunScreen(ModalScreen[tuple[int, str] | None]):
         grid.mount_all(widgets)
 
     def on_selection_list_selected_changed(self, event: SelectionList.SelectedChanged) -> None:
-        ticked = set(event.selection_list.selected)
-        self.order = [t for t in self.order if t in ticked] + [t for t in event.selection_list.selected
-                                                                if t not in self.order]
-        self.query_one("#order", Static).update(" → ".join(self.order) or "tick tasks in training order")
+        picker = event.selection_list
+        ticked = set(picker.selected)
+        self.order = [t for t in self.order if t in ticked] + [t for t in picker.selected if t not in self.order]
+        for index in range(picker.option_count):  # a ticked task shows its place in the order
+            name = picker.get_option_at_index(index).value
+            prompt = Text(f"{self.order.index(name) + 1}. {name}", style="bold") if name in ticked else Text(name)
+            picker.replace_option_prompt_at_index(index, prompt)
+        order = Text("order: ", style="bold")
+        order.append(" → ".join(self.order) or "none ticked yet")
+        self.query_one("#order", Static).update(order)
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         if event.button.id == "submit":
@@ -122,8 +136,12 @@ class StartRunScreen(ModalScreen[tuple[int, str] | None]):
     @work(thread=True, exclusive=True)
     def _start(self, request) -> None:
         try:
-            run = start_run(self.app.catalog, method=request.method, tasks=request.tasks, base=request.base,
-                            name=request.name, config=request.config)
+            from ...services.base_model import resolve_base
+            from ..forms import config_for
+
+            base = resolve_base(request.base)  # a hub id may take a few seconds: off the UI thread
+            run = start_run(self.app.catalog, method=request.method, tasks=request.tasks, base=base,
+                            name=request.name, config=config_for(request, base))
         except Exception as exc:
             self.app.call_from_thread(self._failed, exc)
             return

@@ -39,14 +39,17 @@ class HeatmapTable(DataTable):
         self._drawn_for = 0  # the width the content was laid out for (0: before the first layout)
 
     def show(self, row_labels: list[str], col_labels: list[str], matrix: list[list[float | None]], *,
-             lo: float, hi: float, digits: int = 1, footer: tuple[str, list[float | None]] | None = None) -> None:
+             lo: float, hi: float, digits: int = 1, footer: tuple[str, list[float | None]] | None = None,
+             scales: list[tuple[float, float]] | None = None) -> None:
         """Replace the table's content; `footer` adds a row of signed differences (e.g. forgetting).
+        `scales` colours each column on its own (lo, hi) instead of the matrix's `lo`..`hi`.
 
         Columns narrow (names cut with an ellipsis) so that the whole matrix fits the width it
         has when it can; otherwise the table scrolls sideways. Shown before the table has its
         final width (a screen still being laid out), it is drawn again when the width arrives.
         """
-        self._shown = ((row_labels, col_labels, matrix), dict(lo=lo, hi=hi, digits=digits, footer=footer))
+        self._shown = ((row_labels, col_labels, matrix), dict(lo=lo, hi=hi, digits=digits, footer=footer,
+                                                              scales=scales))
         palette = Palette.of(self.app)
         cursor = self.cursor_coordinate
         self.clear(columns=True)
@@ -64,8 +67,9 @@ class HeatmapTable(DataTable):
             cells = [Text(_cut(label, label_width), style=palette.muted.hex)]
             for j in range(len(col_labels)):
                 value = row[j] if j < len(row) else None
+                c_lo, c_hi = scales[j] if scales and j < len(scales) else (lo, hi)
                 cells.append(Text(fmt_score(value, digits).rjust(width) if value is not None else "·".rjust(width),
-                                  style=palette.heat(value, lo, hi) if value is not None else palette.muted.hex))
+                                  style=palette.heat(value, c_lo, c_hi) if value is not None else palette.muted.hex))
             self.add_row(*cells, key=f"r{i}")
         if footer is not None:
             label, values = footer

@@ -52,5 +52,5 @@ class LossChart(Widget):
         for index in stages:
             text.append("━ ", style=colours[index % len(colours)])
             last = self._curves[index][-1] if self._curves[index] else None
-            text.append(f"stage {index}" + (f" {last[1]:.3f}" if last else "") + "  ", style=palette.muted.hex)
+            text.append(f"stage {index + 1}" + (f" {last[1]:.3f}" if last else "") + "  ", style=palette.muted.hex)
         return text
