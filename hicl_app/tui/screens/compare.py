@@ -204,7 +204,7 @@ class CompareScreen(LiveScreen):
             d = run.detail
             self.query_one(f"#matrix-{i}-title", Static).update(
                 Text(f"{side(i)}: run {d['id']} {d['name']}", style=f"bold {palette.accent.hex}"))
-            labels = [f"s{st['index']} {', '.join(st['train_tasks'])}" for st in d["stages"]]
+            labels = [f"s{st['index'] + 1} {', '.join(st['train_tasks'])}" for st in d["stages"]]
             footer = ("Δ vs best", run.forgetting()) if len(d["matrix"]) > 1 else None
             self.query_one(f"#matrix-{i}", HeatmapTable).show(labels, d["task_order"], d["matrix"], lo=lo, hi=hi,
                                                                footer=footer)
