@@ -71,7 +71,8 @@ def _note(j: dict) -> str:
 @click.option("--json", "as_json", is_flag=True,
               help="[{id, kind, run_id, stage_index (0-based), status, attempts, max_attempts, progress: {step, total, "
                    "loss, lr, samples_per_s, eta_s}, cancel_requested, lease_owner, lease_expires_at, error, log_path, "
-                   "created_at, started_at, finished_at}].")
+                   "created_at, started_at, finished_at, not_before (a retried push waits until then), repo_id (push jobs: "
+                   "the target repo)}].")
 @click.pass_context
 def jobs(ctx: click.Context, show_all: bool, as_json: bool) -> None:
     """Queued and running jobs with their progress (step/total, loss, samples/s, ETA), then the
