@@ -7,7 +7,7 @@ from __future__ import annotations
 from ..catalog.db import Catalog
 from ..catalog.models import Event, Job
 from ..catalog.runs import adapters_of, get_run, stages_of
-from ..catalog.tasks import get_task, missing_images
+from ..catalog.tasks import data_problem, get_task
 from ..core.errors import Conflict, InvalidInput, NotFound
 
 
@@ -32,13 +32,14 @@ def queue_eval(catalog: Catalog, run_ref: str, tasks: list[str], stage: int | No
                 raise InvalidInput(f"task {t!r} is not in this workspace",
                                    hint=f"`hicl add-task FILE --name {t}` adds your copy of it") from None
         if stage is not None and stage not in done:
-            raise InvalidInput(f"run {run.id} has no finished stage {stage}", hint=f"finished stages: {done or 'none'}")
+            raise InvalidInput(f"run {run.id} has no finished stage {stage + 1}",
+                               hint=f"finished stages: {', '.join(str(k + 1) for k in done) or 'none'}")
         if not done:
             raise Conflict(f"run {run.id} has no finished stage to evaluate yet")
-    for t, row in rows.items():
-        gone = missing_images(row)
-        if gone:
-            raise InvalidInput(f"task {t!r}: image(s) went missing since add-task, e.g. {gone[0]}")
+    for row in rows.values():
+        problem = data_problem(row)
+        if problem:
+            raise InvalidInput(problem[0], hint=problem[1])
     indexes = [stage] if stage is not None else done
     with catalog.session() as s:
         job = Job(kind="eval", run_id=run.id, payload={"run_id": run.id, "stages": indexes, "tasks": tasks})

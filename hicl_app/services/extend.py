@@ -12,7 +12,7 @@ from __future__ import annotations
 from ..catalog.db import Catalog
 from ..catalog.models import Event, Job, Run, Stage
 from ..catalog.runs import get_run, stages_of
-from ..catalog.tasks import get_task, missing_images
+from ..catalog.tasks import data_problem, get_task
 from ..core.errors import Conflict, InvalidInput, NotFound
 
 
@@ -40,11 +40,10 @@ def extend_run(catalog: Catalog, run_ref: str, tasks: list[str]) -> tuple[Run, l
                 rows[t] = get_task(s, t)
             except NotFound:
                 raise InvalidInput(f"unknown task {t!r}", hint="`hicl tasks` lists them; `hicl add-task` adds one") from None
-    for t, row in rows.items():
-        gone = missing_images(row)
-        if gone:
-            raise InvalidInput(f"task {t!r}: image(s) went missing since add-task, e.g. {gone[0]}",
-                               hint="restore the images or add the task again")
+    for row in rows.values():
+        problem = data_problem(row)
+        if problem:
+            raise InvalidInput(problem[0], hint=problem[1])
     method = get_method(run.method, (run.config or {}).get("method_options"))
     before = [list(st.train_tasks) for st in stages]
     whole = method.plan(list(run.task_order) + tasks)

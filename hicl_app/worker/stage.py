@@ -91,7 +91,7 @@ def build_spec(catalog: Catalog, run: Run, stage: Stage):
         prev_stage_dir=prev_dir,
         checkpoint_dir=ckpt_dir,
         extra_tasks={n: data(n) for n in extra},
-        earlier_tasks=[data(n) for n in earlier],
+        earlier_tasks=[data(n) for n in earlier if n in tasks],  # a pulled run's may be absent here
         strategy=(cfg.get("launch") or {}).get("strategy") or "ddp",
     )
 

@@ -163,7 +163,7 @@ def test_live_push_with_the_hub_down_then_pull_and_extend(cli, home, tmp_path, t
     assert extended.exit_code == 0, extended.output
     drain(Catalog(Settings.resolve()))
     after = json.loads(cli("run", "show", got["run_id"], "--json").stdout)
-    assert after["status"] == "completed" and len(after["stages"]) == 4
+    assert after["status"] == "completed" and len(after["stages"]) == 4, (after["error"], after["stages"][-1])
     assert after["task_order"] == ["color", "bg", "tone", "shape"]
     assert [row[:3] for row in after["matrix"][:3]] == shown["matrix"]
     last = dict(zip(after["task_order"], after["matrix"][3]))

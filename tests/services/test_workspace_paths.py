@@ -219,7 +219,7 @@ def test_migration_makes_absolute_workspace_paths_relative(home, tmp_path, monke
     from sqlmodel import Session
 
     from hicl_app.catalog import db
-    from hicl_app.catalog.models import Adapter, Job, Run, Score, Stage, Task
+    from hicl_app.catalog.models import Adapter, Run, Score, Stage, Task
     from hicl_app.core.settings import Settings
 
     if not db_in_home:
@@ -243,7 +243,12 @@ def test_migration_makes_absolute_workspace_paths_relative(home, tmp_path, monke
                       sha256="", size_bytes=0))
         s.add(Score(run_id=1, stage_index=0, task_name="mine", score=1.0, n=1, scorer="exact",
                     predictions_path=str(home / "adapters" / "run-1" / "stage-0" / "predictions" / "mine.jsonl")))
-        s.add(Job(run_id=1, log_path=str(home / "logs" / "job-1.log")))
+        s.commit()
+        # raw SQL: the Job model has columns later revisions added (not_before), which 0003 lacks
+        s.connection().exec_driver_sql(
+            "INSERT INTO jobs (kind, run_id, status, attempts, max_attempts, cancel_requested, payload, progress, "
+            "log_path, created_at) VALUES ('stage', 1, 'queued', 0, 3, 0, '{}', '{}', ?, '2026-01-01 00:00:00')",
+            (str(home / "logs" / "job-1.log"),))
         s.commit()
     engine.dispose()
 
