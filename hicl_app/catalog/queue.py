@@ -210,25 +210,7 @@ def release(catalog: Catalog, job_id: int, owner: str, note: str | None = None) 
 def requeue_failed_attempt(catalog: Catalog, job_id: int, owner: str, reason: str) -> str:
     """Put a running job whose process died (not by its own error) back in the queue as a spent
     attempt, or fail it once it used its attempts. Returns the status; "lost" when not ours."""
-
-    def attempt() -> str:
-        with catalog.session() as s:
-            job = s.get(Job, job_id)
-            if job is None or job.status != "running" or job.lease_owner != owner:
-                return "lost"
-            from .runs import add_event
-
-            if job.attempts >= job.max_attempts:
-                error = f"{reason} (after {job.attempts} attempt(s))"
-                close_job(s, job_id, "failed", owner=owner, error=error)
-                return "failed"
-            s.execute(update(Job).where(Job.id == job_id, Job.lease_owner == owner)
-                      .values(status="queued", lease_owner=None, lease_expires_at=None, error=reason))
-            add_event(s, f"job {job_id}: {reason}; back in the queue (attempt {job.attempts}/{job.max_attempts})",
-                      run_id=job.run_id, job_id=job_id)
-            return "queued"
-
-    return with_busy_retry(attempt)
+    return retry_later(catalog, job_id, owner, reason, 0.0)
 
 
 # --- closing jobs ------------------------------------------------------------------------------
@@ -336,13 +318,14 @@ def retry_later(catalog: Catalog, job_id: int, owner: str, reason: str, delay: f
             from .runs import add_event
 
             if job.attempts >= job.max_attempts:
-                close_job(s, job_id, "failed", owner=owner, error=f"{reason} (gave up after {job.attempts} attempt(s))")
+                close_job(s, job_id, "failed", owner=owner, error=f"{reason} (after {job.attempts} attempt(s))")
                 return "failed"
             s.execute(update(Job).where(Job.id == job_id, Job.lease_owner == owner)
                       .values(status="queued", lease_owner=None, lease_expires_at=None, error=reason,
-                              not_before=utcnow() + timedelta(seconds=delay)))
-            add_event(s, f"job {job_id}: {reason}; next try in {delay:.0f}s (attempt {job.attempts}/{job.max_attempts})",
-                      run_id=job.run_id, job_id=job_id, level="warning")
+                              not_before=utcnow() + timedelta(seconds=delay) if delay else None))
+            when = f"next try in {delay:.0f}s" if delay else "back in the queue"
+            add_event(s, f"job {job_id}: {reason}; {when} (attempt {job.attempts}/{job.max_attempts})",
+                      run_id=job.run_id, job_id=job_id, level="warning" if delay else "info")
             return "queued"
 
     return with_busy_retry(attempt)
