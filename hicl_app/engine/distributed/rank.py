@@ -46,16 +46,20 @@ class Relay:
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
-        for line in self.sock.makefile("r", encoding="utf-8"):
-            kind = json.loads(line).get("type")
-            if kind == "stop":
-                self.stop.set()
-            elif kind == "ack":
-                self.acks.put(True)
-            elif kind == "veto":
-                self.acks.put(False)
-        self.stop.set()  # the launcher is gone: stop at the next step
-        self.acks.put(False)
+        try:
+            for line in self.sock.makefile("r", encoding="utf-8"):
+                kind = json.loads(line).get("type")
+                if kind == "stop":
+                    self.stop.set()
+                elif kind == "ack":
+                    self.acks.put(True)
+                elif kind == "veto":
+                    self.acks.put(False)
+        except (OSError, ValueError):  # a reset connection or a torn line: the launcher is gone too
+            pass
+        finally:
+            self.stop.set()  # the launcher is gone: stop at the next step
+            self.acks.put(False)
 
     def send(self, message: dict) -> None:
         try:
