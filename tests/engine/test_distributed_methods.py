@@ -23,15 +23,6 @@ def _spec(base, tasks, root, method="seq-lora", k=0, prev=None) -> StageSpec:
                      prev_stage_dir=prev, checkpoint_dir=root / "ckpt" / f"stage-{k}")
 
 
-def _run(base, tasks, root, method, nproc):
-    prev, results = None, []
-    for k in range(len(ORDER)):
-        spec = _spec(base, tasks, root, method, k, prev)
-        results.append(run_stage(spec) if nproc == 1 else run_stage_distributed(spec, nproc))
-        prev = spec.stage_dir
-    return results
-
-
 def _rel(a, b) -> float:
     return float((a.float() - b.float()).norm() / max(float(a.float().norm()), 1e-12))
 
@@ -48,16 +39,21 @@ def _compare(one, two, rel_file: str, *, factors: bool = False) -> float:
 @pytest.mark.parametrize("method, state", [("hide", ["hide/experts.safetensors", "hide/anchors.safetensors"]),
                                            ("llava-c", ["sac/consolidated.safetensors"])])
 def test_two_ranks_match_one_process(method, state, tiny_base_dir, cl_tasks, tmp_path):
-    one = _run(tiny_base_dir, cl_tasks, tmp_path / "one", method, 1)
-    two = _run(tiny_base_dir, cl_tasks, tmp_path / "two", method, 2)
-    for k in range(len(ORDER)):
-        a, b = tmp_path / "one" / f"stage-{k}", tmp_path / "two" / f"stage-{k}"
-        assert _compare(a, b, "adapter/adapter_model.safetensors") < TOL
-        for rel_file in state:
-            assert _compare(a, b, rel_file, factors=rel_file.startswith("sac/")) < TOL, rel_file
-        assert {n: s["score"] for n, s in one[k].scores.items()} == {n: s["score"] for n, s in two[k].scores.items()}
-        assert two[k].env["world_size"] == 2 and two[k].steps == one[k].steps
-        assert (b / "predictions" / f"{ORDER[0]}.jsonl").read_text() == (a / "predictions" / f"{ORDER[0]}.jsonl").read_text()
+    """Stage 1 from one shared stage 0: where the method's own work happens (HiDe's expansion and
+    fusion over the earlier experts, LLaVA-c's consolidation of the earlier delta), on one
+    process and on two ranks."""
+    first = _spec(tiny_base_dir, cl_tasks, tmp_path / "zero", method, 0)
+    run_stage(first)
+    one = run_stage(_spec(tiny_base_dir, cl_tasks, tmp_path / "one", method, 1, first.stage_dir))
+    two = run_stage_distributed(_spec(tiny_base_dir, cl_tasks, tmp_path / "two", method, 1, first.stage_dir), 2)
+    a, b = tmp_path / "one" / "stage-1", tmp_path / "two" / "stage-1"
+    assert _compare(a, b, "adapter/adapter_model.safetensors") < TOL
+    for rel_file in state:
+        assert _compare(a, b, rel_file, factors=rel_file.startswith("sac/")) < TOL, rel_file
+    assert {n: s["score"] for n, s in one.scores.items()} == {n: s["score"] for n, s in two.scores.items()}
+    assert two.env["world_size"] == 2 and two.steps == one.steps
+    for name in ORDER:
+        assert (b / "predictions" / f"{name}.jsonl").read_text() == (a / "predictions" / f"{name}.jsonl").read_text()
 
 
 def test_two_nodes_through_launcher_args(tiny_base_dir, cl_tasks, tmp_path):
