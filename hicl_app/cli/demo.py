@@ -64,7 +64,8 @@ def _pretrain_progress(total: int):
                                 "configuration the README's results table measured best); `all`: those and every other "
                                 "registered method with its defaults; METHOD:KEY=VALUE[:...] runs a "
                                 "variant with options changed, e.g. llava-c,llava-c:sac=off,hide:expand=0,3.")
-@click.option("--tasks", "n_tasks", type=click.IntRange(2, 6), help="How many benchmark tasks (default 6; 3 with --quick).")
+@click.option("--tasks", "n_tasks", type=click.IntRange(2, 6),
+              help="How many benchmark tasks (default 4; 3 with --quick; 6: the whole benchmark).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the benchmark, the base and the training.")
 @click.option("--seeds", "seeds_text", metavar="S1,S2,...",
               help="Training seeds: run each method once per seed (same benchmark and base, from --seed) and print "
