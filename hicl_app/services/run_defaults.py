@@ -24,14 +24,14 @@ TINY: dict[str, Any] = {"lr": 3e-3, "epochs": 8, "warmup_ratio": 0.1}
 #: `--preset NAME`: train and eval settings; "demo" is what `hicl demo` trains each stage with
 #: (tests/faces/test_cli_newuser.py checks it against the demo's own configuration)
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "demo": {"train": {"lr": 3e-3, "max_steps": 250, "batch_size": 8, "rank": 8, "dropout": 0.0, "seed": 0,
-                       "warmup_ratio": 0.1, "checkpoint_every": 250},
+    "demo": {"train": {"lr": 4e-3, "max_steps": 130, "batch_size": 8, "rank": 8, "dropout": 0.0, "seed": 0,
+                       "warmup_ratio": 0.1, "checkpoint_every": 130},
              "eval": {"batch_size": 64, "max_new_tokens": 12}},
 }
 
 DEFAULTS_HELP = (f"Defaults follow the base's size: under {TINY_PARAMS // 1_000_000}M parameters lr 3e-3, 8 epochs, "
                  "warmup 0.1 (a tiny base learns little with less); otherwise lr 2e-4, 1 epoch, warmup 0.03 "
-                 "(LLaVA-1.5's LoRA recipe). --preset demo: `hicl demo`'s settings (lr 3e-3, 250 steps a "
+                 "(LLaVA-1.5's LoRA recipe). --preset demo: `hicl demo`'s settings (lr 4e-3, 130 steps a "
                  "stage, batch 8, rank 8, dropout 0, warmup 0.1, eval batch 64, 12 new tokens).")
 
 
